@@ -1,0 +1,1 @@
+//! lmgeo-probes
