@@ -1,0 +1,660 @@
+//! The content-addressed store.
+//!
+//! ```text
+//! cache/
+//!   objects/ab/cdef…        immutable blobs named by their blake3 digest
+//!   actions/ab/<key>.json   what a node produced (the commit point)
+//!   keys/ab/<key>.json      the key's pre-image, for `explain`
+//!   names/<experiment>/…    the last key of each node instance, for `explain`
+//!   stat/ab/…               file digests by (path, size, mtime, inode)
+//!   runs/<run-id>/          plan, events and keys of one run (for `gc`)
+//!   tmp/  locks/
+//! ```
+//!
+//! Invariants: a blob is complete before it is renamed into `objects/`; an
+//! action record is written last, after its blobs are durable, so a crash at
+//! any point leaves either a full entry or none; a hit whose blob no longer
+//! verifies is discarded and recomputed, never used.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::Preimage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O at {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("corrupt store record {path}: {message}")]
+    Record { path: PathBuf, message: String },
+    #[error("blob {digest} is corrupt or missing (expected {expected_size} bytes)")]
+    CorruptBlob { digest: String, expected_size: u64 },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A blob reference inside an action record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub digest: String,
+    pub size: u64,
+}
+
+/// What one node execution produced: the commit point of a cache entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub key: String,
+    pub kind: String,
+    /// The instance id that produced it (informational).
+    pub node: String,
+    pub outputs: BTreeMap<String, BlobRef>,
+    pub created_unix_ms: u128,
+    pub elapsed_ms: u64,
+    /// The process's peak resident memory when the node finished, in KiB
+    /// (process-wide: nodes running in parallel share it).
+    pub peak_rss_kib: Option<u64>,
+    pub lmgeo_version: String,
+}
+
+/// The last key an experiment's node instance had, for `explain`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NameRecord {
+    pub key: String,
+    pub preimage: Preimage,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StatRecord {
+    path: String,
+    size: u64,
+    mtime_ns: i128,
+    inode: u64,
+    digest: String,
+}
+
+/// Holds a key's lock until dropped.
+pub struct KeyLock {
+    _file: File,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        for dir in [
+            "objects", "actions", "keys", "names", "stat", "runs", "tmp", "locks",
+        ] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).map_err(io_at(&path))?;
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn sharded(&self, dir: &str, name: &str, suffix: &str) -> PathBuf {
+        let shard = &name[..name.len().min(2)];
+        self.root
+            .join(dir)
+            .join(shard)
+            .join(format!("{name}{suffix}"))
+    }
+
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.sharded("objects", digest, "")
+    }
+
+    fn action_path(&self, key: &str) -> PathBuf {
+        self.sharded("actions", key, ".json")
+    }
+
+    fn preimage_path(&self, key: &str) -> PathBuf {
+        self.sharded("keys", key, ".json")
+    }
+
+    /// A fresh, empty folder under `tmp/` for a node's staging or scratch.
+    pub fn temp_dir(&self, label: &str) -> Result<PathBuf, StoreError> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let safe: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(40)
+            .collect();
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("{safe}-{}-{nanos}-{n}", std::process::id()));
+        fs::create_dir_all(&path).map_err(io_at(&path))?;
+        Ok(path)
+    }
+
+    /// Moves a finished file into the store; returns its reference.
+    pub fn put_file(&self, file: &Path) -> Result<BlobRef, StoreError> {
+        {
+            // Durable before it becomes visible under its digest.
+            let f = File::open(file).map_err(io_at(file))?;
+            f.sync_all().map_err(io_at(file))?;
+        }
+        let (digest, size) = hash_file(file)?;
+        let target = self.blob_path(&digest);
+        let parent = target.parent().expect("sharded path has a parent");
+        fs::create_dir_all(parent).map_err(io_at(parent))?;
+        // An existing object is reused only if it still verifies: a corrupt
+        // copy must be replaced, not referenced again.
+        let existing_ok = fs::metadata(&target).is_ok_and(|m| m.len() == size)
+            && hash_file(&target).is_ok_and(|(d, _)| d == digest);
+        if existing_ok {
+            fs::remove_file(file).map_err(io_at(file))?;
+        } else {
+            fs::rename(file, &target).map_err(io_at(&target))?;
+            sync_dir(parent)?;
+        }
+        Ok(BlobRef { digest, size })
+    }
+
+    /// Stores bytes as a blob.
+    pub fn put_bytes(&self, bytes: &[u8], label: &str) -> Result<BlobRef, StoreError> {
+        let dir = self.temp_dir(label)?;
+        let path = dir.join("blob");
+        write_file(&path, bytes)?;
+        let blob = self.put_file(&path);
+        let _ = fs::remove_dir_all(&dir);
+        blob
+    }
+
+    /// The blob's path after checking its content against its digest.
+    pub fn verified_blob(&self, blob: &BlobRef) -> Result<PathBuf, StoreError> {
+        let path = self.blob_path(&blob.digest);
+        let corrupt = || StoreError::CorruptBlob {
+            digest: blob.digest.clone(),
+            expected_size: blob.size,
+        };
+        let meta = fs::metadata(&path).map_err(|_| corrupt())?;
+        if meta.len() != blob.size {
+            return Err(corrupt());
+        }
+        let (digest, _) = hash_file(&path).map_err(|_| corrupt())?;
+        if digest != blob.digest {
+            return Err(corrupt());
+        }
+        Ok(path)
+    }
+
+    /// Reads a blob's bytes after verifying them.
+    pub fn read_verified(&self, blob: &BlobRef) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(&blob.digest);
+        let bytes = fs::read(&path).map_err(|_| StoreError::CorruptBlob {
+            digest: blob.digest.clone(),
+            expected_size: blob.size,
+        })?;
+        if bytes.len() as u64 != blob.size || blake3::hash(&bytes).to_hex().as_str() != blob.digest
+        {
+            return Err(StoreError::CorruptBlob {
+                digest: blob.digest.clone(),
+                expected_size: blob.size,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The action under `key` if it exists and all its blobs are present
+    /// with the recorded sizes (contents are verified when read).
+    pub fn action(&self, key: &str) -> Option<Action> {
+        let path = self.action_path(key);
+        let bytes = fs::read(&path).ok()?;
+        let action: Action = serde_json::from_slice(&bytes).ok()?;
+        if action.key != key {
+            return None;
+        }
+        let complete = action
+            .outputs
+            .values()
+            .all(|b| fs::metadata(self.blob_path(&b.digest)).is_ok_and(|m| m.len() == b.size));
+        complete.then_some(action)
+    }
+
+    /// Commits an action record: the last write of a cache entry.
+    pub fn commit_action(&self, action: &Action) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(action).expect("actions serialize");
+        atomic_write(self, &self.action_path(&action.key), &bytes)
+    }
+
+    /// Forgets an entry whose blobs turned out corrupt.
+    pub fn invalidate(&self, key: &str) {
+        let _ = fs::remove_file(self.action_path(key));
+    }
+
+    pub fn write_preimage(&self, key: &str, preimage: &Preimage) -> Result<(), StoreError> {
+        let path = self.preimage_path(key);
+        if path.exists() {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec_pretty(preimage).expect("pre-images serialize");
+        atomic_write(self, &path, &bytes)
+    }
+
+    pub fn preimage(&self, key: &str) -> Option<Preimage> {
+        let bytes = fs::read(self.preimage_path(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn name_path(&self, experiment: &str, instance: &str) -> PathBuf {
+        let file = format!("{}.json", &blake3::hash(instance.as_bytes()).to_hex()[..32]);
+        self.root.join("names").join(experiment).join(file)
+    }
+
+    /// Remembers the key an instance had in this run.
+    pub fn record_name(
+        &self,
+        experiment: &str,
+        instance: &str,
+        record: &NameRecord,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(record).expect("names serialize");
+        atomic_write(self, &self.name_path(experiment, instance), &bytes)
+    }
+
+    pub fn name(&self, experiment: &str, instance: &str) -> Option<NameRecord> {
+        let bytes = fs::read(self.name_path(experiment, instance)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Takes the exclusive lock of a key, waiting for another process (or
+    /// thread) that holds it.
+    pub fn lock(&self, key: &str) -> Result<KeyLock, StoreError> {
+        let path = self.sharded("locks", key, ".lock");
+        let parent = path.parent().expect("sharded path has a parent");
+        fs::create_dir_all(parent).map_err(io_at(parent))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        file.lock().map_err(io_at(&path))?;
+        Ok(KeyLock { _file: file })
+    }
+
+    /// blake3 of a file's content (or of a folder's files, by relative path),
+    /// reusing the last digest while size, mtime and inode are unchanged.
+    pub fn file_digest(&self, path: &Path) -> Result<String, StoreError> {
+        let meta = fs::metadata(path).map_err(io_at(path))?;
+        if meta.is_dir() {
+            let mut entries = Vec::new();
+            collect_files(path, path, &mut entries)?;
+            entries.sort();
+            let mut hasher = blake3::Hasher::new();
+            for relative in entries {
+                let digest = self.file_digest(&path.join(&relative))?;
+                hasher.update(relative.as_bytes());
+                hasher.update(&[0]);
+                hasher.update(digest.as_bytes());
+                hasher.update(&[0]);
+            }
+            return Ok(hasher.finalize().to_hex().to_string());
+        }
+        let absolute = fs::canonicalize(path).map_err(io_at(path))?;
+        let record_path = self.sharded(
+            "stat",
+            &blake3::hash(absolute.to_string_lossy().as_bytes()).to_hex(),
+            ".json",
+        );
+        let current = stat_of(&absolute, &meta);
+        if let Ok(bytes) = fs::read(&record_path)
+            && let Ok(record) = serde_json::from_slice::<StatRecord>(&bytes)
+            && (StatRecord {
+                digest: record.digest.clone(),
+                ..current.clone()
+            }) == record
+        {
+            return Ok(record.digest);
+        }
+        let (digest, _) = hash_file(&absolute)?;
+        let record = StatRecord {
+            digest: digest.clone(),
+            ..current
+        };
+        let bytes = serde_json::to_vec(&record).expect("stat records serialize");
+        atomic_write(self, &record_path, &bytes)?;
+        Ok(digest)
+    }
+
+    /// A new folder for one run's records.
+    pub fn new_run_dir(&self, experiment: &str) -> Result<PathBuf, StoreError> {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let path = self
+            .root
+            .join("runs")
+            .join(format!("{millis}-{experiment}-{}", std::process::id()));
+        fs::create_dir_all(&path).map_err(io_at(&path))?;
+        Ok(path)
+    }
+
+    /// Every run folder, oldest first.
+    pub fn runs(&self) -> Vec<PathBuf> {
+        let mut runs: Vec<PathBuf> = fs::read_dir(self.root.join("runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        runs.sort();
+        runs
+    }
+
+    /// Keys of every committed action.
+    pub fn all_action_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for shard in fs::read_dir(self.root.join("actions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for entry in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                if let Some(key) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                {
+                    keys.push(key.to_string());
+                }
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    /// Reads an action record without checking its blobs (for `gc`).
+    pub fn raw_action(&self, key: &str) -> Option<Action> {
+        let bytes = fs::read(self.action_path(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Removes everything not reachable from `keep`: action records, their
+    /// pre-images, blobs no kept action references, stale temporary files
+    /// and old names. Returns what was (or, dry, would be) deleted.
+    pub fn collect_garbage(
+        &self,
+        keep: &BTreeSet<String>,
+        dry_run: bool,
+    ) -> Result<GcReport, StoreError> {
+        let mut report = GcReport::default();
+        let mut live_blobs = BTreeSet::new();
+        for key in self.all_action_keys() {
+            let path = self.action_path(&key);
+            if keep.contains(&key) {
+                if let Some(action) = self.raw_action(&key) {
+                    live_blobs.extend(action.outputs.values().map(|b| b.digest.clone()));
+                }
+                continue;
+            }
+            report.add(&path, "action");
+            let preimage = self.preimage_path(&key);
+            if preimage.exists() {
+                report.add(&preimage, "pre-image");
+            }
+            if !dry_run {
+                let _ = fs::remove_file(&path);
+                let _ = fs::remove_file(&preimage);
+            }
+        }
+        for shard in fs::read_dir(self.root.join("objects"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for entry in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if !live_blobs.contains(&name) {
+                    report.add(&entry.path(), "blob");
+                    if !dry_run {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
+        // Temporary folders of runs that died; a live run's are younger.
+        let day_ago = SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+        for entry in fs::read_dir(self.root.join("tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < day_ago);
+            if old {
+                report.add(&entry.path(), "temporary");
+                if !dry_run {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What `gc` removed.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub entries: Vec<(PathBuf, &'static str, u64)>,
+}
+
+impl GcReport {
+    fn add(&mut self, path: &Path, what: &'static str) {
+        let size = dir_size(path);
+        self.entries.push((path.to_path_buf(), what, size));
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|(_, _, s)| s).sum()
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| dir_size(&e.path()))
+            .sum(),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), StoreError> {
+    for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+        let entry = entry.map_err(io_at(dir))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        // Hidden files (editor swap files, .git) do not describe a model.
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(root, &path, out)?;
+        } else {
+            let relative = path.strip_prefix(root).expect("under root");
+            out.push(relative.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn stat_of(path: &Path, meta: &fs::Metadata) -> StatRecord {
+    use std::os::unix::fs::MetadataExt;
+    StatRecord {
+        path: path.to_string_lossy().to_string(),
+        size: meta.len(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        inode: meta.ino(),
+        digest: String::new(),
+    }
+}
+
+#[cfg(not(unix))]
+fn stat_of(path: &Path, meta: &fs::Metadata) -> StatRecord {
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    StatRecord {
+        path: path.to_string_lossy().to_string(),
+        size: meta.len(),
+        mtime_ns,
+        inode: 0,
+        digest: String::new(),
+    }
+}
+
+/// blake3 digest and size of a file, memory-mapped and multi-threaded for
+/// large files.
+pub fn hash_file(path: &Path) -> Result<(String, u64), StoreError> {
+    let size = fs::metadata(path).map_err(io_at(path))?.len();
+    let mut hasher = blake3::Hasher::new();
+    if size > 16 * 1024 * 1024 {
+        hasher.update_mmap_rayon(path).map_err(io_at(path))?;
+    } else {
+        let mut file = File::open(path).map_err(io_at(path))?;
+        let mut buffer = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut buffer).map_err(io_at(path))?;
+        hasher.update(&buffer);
+    }
+    Ok((hasher.finalize().to_hex().to_string(), size))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut file = File::create(path).map_err(io_at(path))?;
+    file.write_all(bytes).map_err(io_at(path))?;
+    file.sync_all().map_err(io_at(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    // Makes a rename durable; not every platform allows opening a folder.
+    if let Ok(f) = File::open(dir) {
+        let _ = f.sync_all();
+    }
+    Ok(())
+}
+
+/// Write to a temporary file, fsync, rename: readers see the old or the new
+/// content, never a mix.
+fn atomic_write(store: &Store, target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let parent = target.parent().expect("store paths have parents");
+    fs::create_dir_all(parent).map_err(io_at(parent))?;
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let temp = store
+        .root
+        .join("tmp")
+        .join(format!("write-{}-{n}", std::process::id()));
+    write_file(&temp, bytes)?;
+    fs::rename(&temp, target).map_err(io_at(target))?;
+    sync_dir(parent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_round_trip_and_corruption_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blob = store.put_bytes(b"hello", "t").unwrap();
+        assert_eq!(blob.digest, blake3::hash(b"hello").to_hex().to_string());
+        assert_eq!(store.read_verified(&blob).unwrap(), b"hello");
+        let path = store.blob_path(&blob.digest);
+        fs::write(&path, b"hellp").unwrap();
+        assert!(matches!(
+            store.read_verified(&blob),
+            Err(StoreError::CorruptBlob { .. })
+        ));
+        assert!(matches!(
+            store.verified_blob(&blob),
+            Err(StoreError::CorruptBlob { .. })
+        ));
+    }
+
+    #[test]
+    fn an_action_with_a_missing_blob_is_not_a_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blob = store.put_bytes(b"data", "t").unwrap();
+        let action = Action {
+            key: "ab".repeat(32),
+            kind: "k".into(),
+            node: "n".into(),
+            outputs: [("out".to_string(), blob.clone())].into(),
+            created_unix_ms: 0,
+            elapsed_ms: 0,
+            peak_rss_kib: None,
+            lmgeo_version: "test".into(),
+        };
+        store.commit_action(&action).unwrap();
+        assert_eq!(store.action(&action.key), Some(action.clone()));
+        fs::remove_file(store.blob_path(&blob.digest)).unwrap();
+        assert_eq!(store.action(&action.key), None);
+    }
+
+    #[test]
+    fn file_digests_are_cached_by_stat_and_refreshed_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let file = dir.path().join("weights.bin");
+        fs::write(&file, b"one").unwrap();
+        let first = store.file_digest(&file).unwrap();
+        assert_eq!(first, blake3::hash(b"one").to_hex().to_string());
+        assert_eq!(store.file_digest(&file).unwrap(), first);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&file, b"two").unwrap();
+        assert_eq!(
+            store.file_digest(&file).unwrap(),
+            blake3::hash(b"two").to_hex().to_string()
+        );
+    }
+
+    #[test]
+    fn folder_digests_depend_on_names_and_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let model = dir.path().join("model");
+        fs::create_dir_all(&model).unwrap();
+        fs::write(model.join("config.json"), b"{}").unwrap();
+        fs::write(model.join("weights"), b"w").unwrap();
+        let a = store.file_digest(&model).unwrap();
+        fs::rename(model.join("weights"), model.join("weights2")).unwrap();
+        let b = store.file_digest(&model).unwrap();
+        assert_ne!(a, b);
+    }
+}
