@@ -1,1 +1,466 @@
-//! lmgeo-cli
+//! The `lmgeo` command line, as a library so that a plugin crate can build
+//! its own binary with extra node kinds in one line:
+//!
+//! ```ignore
+//! fn main() -> std::process::ExitCode {
+//!     let mut registry = lmgeo_nodes::builtin_registry();
+//!     registry.register(my_probe::ParticipationRatio);
+//!     lmgeo_cli::main_with(registry)
+//! }
+//! ```
+
+mod diagnostics;
+mod progress;
+mod publish;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lmgeo_dag::scheduler::PlanEntry;
+use lmgeo_dag::{Graph, Overrides, PlanStatus, Registry, RunOptions, Status, Store};
+
+pub use publish::{RunSummary, collect_results};
+
+/// Declarative, cached experiments on the geometry of LLM representations.
+#[derive(Parser, Debug)]
+#[command(name = "lmgeo", version, about, long_about = None)]
+pub struct Cli {
+    /// The store of cached results.
+    #[arg(long, global = true, env = "LMGEO_STORE", default_value = "cache")]
+    pub store: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExperimentArgs {
+    /// The experiment file.
+    pub file: PathBuf,
+    /// Override a parameter: `node.param=value` (values parse as TOML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Ignore `LMGEO_<NODE>__<PARAM>` environment overrides.
+    #[arg(long)]
+    pub no_env: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run an experiment: cached nodes are reused, the rest computed.
+    Run {
+        #[command(flatten)]
+        experiment: ExperimentArgs,
+        /// Output folder (default: results/<experiment name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print a machine-readable summary on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Nodes running at once (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Heavy nodes (model loads) running at once.
+        #[arg(long, default_value_t = 1)]
+        max_heavy: usize,
+        /// Stop starting new nodes after the first failure.
+        #[arg(long, conflicts_with = "keep_going")]
+        fail_fast: bool,
+        /// Keep running independent nodes after a failure (the default).
+        #[arg(long)]
+        keep_going: bool,
+    },
+    /// Show what a run would do: each node cached, to run (and why) or blocked.
+    Plan {
+        #[command(flatten)]
+        experiment: ExperimentArgs,
+    },
+    /// Explain one node: its key, what it depends on, why it would rerun.
+    Explain {
+        #[command(flatten)]
+        experiment: ExperimentArgs,
+        /// The node instance, e.g. `entropy[model=smollm2-135m]` (or a node
+        /// name, for all its instances).
+        node: String,
+    },
+    /// Print the graph of node instances.
+    Dag {
+        #[command(flatten)]
+        experiment: ExperimentArgs,
+        #[arg(long, value_enum, default_value_t = DagFormat::Mermaid)]
+        format: DagFormat,
+    },
+    /// Pretty-print a result table (a Parquet file or a results folder).
+    Show {
+        path: PathBuf,
+        /// Rows to print.
+        #[arg(long, default_value_t = 40)]
+        rows: usize,
+        /// Keep rows whose `metric` column equals this.
+        #[arg(long)]
+        metric: Option<String>,
+    },
+    /// Remove store entries that no experiment and no recent run reaches.
+    Gc {
+        /// Experiment files whose results to keep (default: experiments/*.toml).
+        experiments: Vec<PathBuf>,
+        /// Also keep everything the last N runs used.
+        #[arg(long, default_value_t = 10)]
+        keep_runs: usize,
+        /// List what would be deleted, with sizes, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the node kinds this binary knows.
+    Kinds,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum DagFormat {
+    Mermaid,
+    Dot,
+}
+
+/// Runs the command line with the given node kinds; returns the exit code.
+pub fn main_with(registry: Registry) -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match dispatch(cli, &registry) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LMGEO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Exit code for an experiment that failed validation.
+const INVALID: u8 = 2;
+
+fn load_graph(args: &ExperimentArgs, registry: &Registry) -> Result<Graph, ExitCode> {
+    let overrides = Overrides {
+        set: args.set.clone(),
+        env: !args.no_env,
+    };
+    let experiment = lmgeo_dag::load(&args.file, &overrides).map_err(|e| {
+        diagnostics::report(&e);
+        ExitCode::from(INVALID)
+    })?;
+    lmgeo_dag::build(experiment, registry).map_err(|e| {
+        diagnostics::report(&e);
+        ExitCode::from(INVALID)
+    })
+}
+
+fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run {
+            experiment,
+            out,
+            json,
+            jobs,
+            max_heavy,
+            fail_fast,
+            keep_going: _,
+        } => {
+            let graph = match load_graph(&experiment, registry) {
+                Ok(g) => g,
+                Err(code) => return Ok(code),
+            };
+            let store = Store::open(&cli.store)?;
+            let mut options = RunOptions {
+                max_heavy,
+                keep_going: !fail_fast,
+                ..RunOptions::default()
+            };
+            if let Some(jobs) = jobs {
+                options.jobs = jobs;
+            }
+            let out = out.unwrap_or_else(|| Path::new("results").join(&graph.experiment.name));
+            let observer = progress::ProgressObserver::new(std::io::stdout().is_terminal() && !json);
+            let report = lmgeo_dag::run(&graph, &store, &options, &observer)?;
+            observer.clear();
+            let summary = publish::collect_results(&graph, &store, &report, &out)?;
+            print_run_summary(&graph, &report, &summary, json);
+            Ok(if report.all_succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Plan { experiment } => {
+            let graph = match load_graph(&experiment, registry) {
+                Ok(g) => g,
+                Err(code) => return Ok(code),
+            };
+            let store = Store::open(&cli.store)?;
+            let plan = lmgeo_dag::plan(&graph, &store);
+            print_plan(&plan);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { experiment, node } => {
+            let graph = match load_graph(&experiment, registry) {
+                Ok(g) => g,
+                Err(code) => return Ok(code),
+            };
+            let store = Store::open(&cli.store)?;
+            explain(&graph, &store, &node)
+        }
+        Command::Dag { experiment, format } => {
+            let graph = match load_graph(&experiment, registry) {
+                Ok(g) => g,
+                Err(code) => return Ok(code),
+            };
+            match format {
+                DagFormat::Mermaid => print!("{}", graph.to_mermaid()),
+                DagFormat::Dot => print!("{}", graph.to_dot()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { path, rows, metric } => {
+            let file = if path.is_dir() { path.join("results.parquet") } else { path };
+            let mut frame = lmgeo_tables::read_parquet(&file)?;
+            if let Some(metric) = metric {
+                let keep = frame.column("metric")?.str()?.equal(metric.as_str());
+                frame = frame.filter(&keep)?;
+            }
+            println!("{}", lmgeo_tables::format_frame(&frame, rows));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc {
+            experiments,
+            keep_runs,
+            dry_run,
+        } => gc(&cli.store, experiments, keep_runs, dry_run, registry),
+        Command::Kinds => {
+            let width = registry.names().map(str::len).max().unwrap_or(0);
+            for kind in registry.kinds() {
+                println!("{:width$}  v{}  {}", kind.name(), kind.version(), kind.summary());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn status_word(status: &Status) -> String {
+    match status {
+        Status::Cached => "cached".into(),
+        Status::Ran => "ran".into(),
+        Status::Failed(m) => format!("FAILED: {m}"),
+        Status::Blocked { upstream } => format!("blocked: `{upstream}` failed"),
+        Status::Skipped => "skipped".into(),
+    }
+}
+
+fn print_run_summary(graph: &Graph, report: &lmgeo_dag::RunReport, summary: &RunSummary, json: bool) {
+    let failed = report.count(|s| matches!(s, Status::Failed(_)));
+    let blocked = report.count(|s| matches!(s, Status::Blocked { .. }));
+    let skipped = report.count(|s| matches!(s, Status::Skipped));
+    let cached = report.count(|s| *s == Status::Cached);
+    let ran = report.count(|s| *s == Status::Ran);
+    if json {
+        let value = serde_json::json!({
+            "nodes": graph.instances.len(),
+            "cached": cached,
+            "ran": ran,
+            "failed": failed,
+            "blocked": blocked,
+            "skipped": skipped,
+            "results": summary.results_parquet.display().to_string(),
+        });
+        println!("{value}");
+    }
+    for (instance, outcome) in graph.instances.iter().zip(&report.outcomes) {
+        if !outcome.status.succeeded() {
+            eprintln!("  {:<40} {}", instance.id, status_word(&outcome.status));
+        }
+    }
+    eprintln!(
+        "{}: {} nodes, {ran} ran, {cached} cached, {failed} failed, {blocked} blocked, {skipped} skipped → {}",
+        graph.experiment.name,
+        graph.instances.len(),
+        summary.out_dir.display()
+    );
+}
+
+fn print_plan(plan: &[PlanEntry]) {
+    let width = plan.iter().map(|e| e.instance.len()).max().unwrap_or(0).min(60);
+    for entry in plan {
+        let (word, reasons) = match &entry.status {
+            PlanStatus::Cached => ("cached", Vec::new()),
+            PlanStatus::WillRun(reasons) => ("will run", reasons.clone()),
+            PlanStatus::AfterUpstream(up) => ("will run", vec![format!("after {} run(s)", up.join(", "))]),
+            PlanStatus::Blocked(reason) => ("blocked", vec![reason.clone()]),
+        };
+        let first = reasons.first().cloned().unwrap_or_default();
+        println!("{:width$}  {:<8}  {:<16}  {first}", entry.instance, word, entry.kind);
+        for more in reasons.iter().skip(1) {
+            println!("{:width$}  {:<8}  {:<16}  {more}", "", "", "");
+        }
+    }
+    let count = |f: fn(&PlanStatus) -> bool| plan.iter().filter(|e| f(&e.status)).count();
+    println!(
+        "{} nodes: {} cached, {} will run, {} blocked",
+        plan.len(),
+        count(|s| matches!(s, PlanStatus::Cached)),
+        count(|s| matches!(s, PlanStatus::WillRun(_) | PlanStatus::AfterUpstream(_))),
+        count(|s| matches!(s, PlanStatus::Blocked(_)))
+    );
+}
+
+fn explain(graph: &Graph, store: &Store, node: &str) -> anyhow::Result<ExitCode> {
+    let plan = lmgeo_dag::plan(graph, store);
+    let selected: Vec<usize> = graph
+        .instances
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.id == node || i.node == node)
+        .map(|(k, _)| k)
+        .collect();
+    if selected.is_empty() {
+        let ids: Vec<&str> = graph.instances.iter().map(|i| i.id.as_str()).collect();
+        eprintln!(
+            "error: no node instance `{node}` in {}\n  help: {}",
+            graph.experiment.name,
+            lmgeo_dag::error::valid_list_help(node, "instances", ids.iter().copied())
+        );
+        return Ok(ExitCode::from(INVALID));
+    }
+    for index in selected {
+        let instance = &graph.instances[index];
+        let entry = &plan[index];
+        println!("{} ({} v{})", instance.id, instance.kind.name(), instance.kind.version());
+        match &entry.status {
+            PlanStatus::Cached => println!("  status: cached"),
+            PlanStatus::WillRun(reasons) => {
+                println!("  status: will run, because:");
+                for r in reasons {
+                    println!("    - {r}");
+                }
+            }
+            PlanStatus::AfterUpstream(up) => {
+                println!("  status: will run after its inputs: {}", up.join(", "));
+                println!("    (its key depends on their outputs, known once they have run)");
+            }
+            PlanStatus::Blocked(reason) => println!("  status: blocked: {reason}"),
+        }
+        if let Some(key) = &entry.key {
+            println!("  key: {key}");
+        }
+        if !instance.coords.is_empty() {
+            let coords: Vec<String> = instance.coords.iter().map(|(a, v)| format!("{a}={v}")).collect();
+            println!("  coordinates: {}", coords.join(", "));
+        }
+        println!("  parameters: {}", instance.configured.params);
+        for (port, bindings) in &instance.inputs {
+            let sources: Vec<String> = bindings
+                .iter()
+                .map(|b| format!("{}.{}", graph.instances[b.instance].id, b.output))
+                .collect();
+            println!("  input {port}: {}", sources.join(", "));
+        }
+        for file in &instance.configured.interface.files {
+            println!("  reads: {}", file.path.display());
+        }
+        if let Some(previous) = store.name(&graph.experiment.name, &instance.id) {
+            println!("  last run key: {}", previous.key);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gc(
+    store_path: &Path,
+    experiments: Vec<PathBuf>,
+    keep_runs: usize,
+    dry_run: bool,
+    registry: &Registry,
+) -> anyhow::Result<ExitCode> {
+    let store = Store::open(store_path)?;
+    let files = if experiments.is_empty() {
+        let mut found: Vec<PathBuf> = std::fs::read_dir("experiments")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        found.sort();
+        found
+    } else {
+        experiments
+    };
+    let mut keep = std::collections::BTreeSet::new();
+    for file in &files {
+        let args = ExperimentArgs {
+            file: file.clone(),
+            set: Vec::new(),
+            no_env: true,
+        };
+        let Ok(graph) = load_graph(&args, registry) else {
+            anyhow::bail!("{} does not validate; fix it or name the experiments to keep", file.display());
+        };
+        for entry in lmgeo_dag::plan(&graph, &store) {
+            if let (PlanStatus::Cached, Some(key)) = (&entry.status, entry.key) {
+                keep.insert(key);
+            }
+        }
+    }
+    let runs = store.runs();
+    for run in runs.iter().rev().take(keep_runs) {
+        if let Ok(bytes) = std::fs::read(run.join("run.json"))
+            && let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        {
+            for instance in record["instances"].as_array().into_iter().flatten() {
+                if let Some(key) = instance["key"].as_str() {
+                    keep.insert(key.to_string());
+                }
+            }
+        }
+    }
+    let report = store.collect_garbage(&keep, dry_run)?;
+    if !dry_run {
+        for run in runs.iter().rev().skip(keep_runs) {
+            let _ = std::fs::remove_dir_all(run);
+        }
+    }
+    for (path, what, size) in &report.entries {
+        if dry_run {
+            println!("{:>10}  {what:<10} {}", human_bytes(*size), path.display());
+        }
+    }
+    println!(
+        "{} {} entries, {} ({} kept entries reachable from {} experiment(s) and the last {keep_runs} run(s))",
+        if dry_run { "would delete" } else { "deleted" },
+        report.entries.len(),
+        human_bytes(report.total_bytes()),
+        keep.len(),
+        files.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -65,6 +65,8 @@ pub struct OutputPort {
     /// Copied into the run's output folder (per-text tables); heavy
     /// intermediates such as embeddings stay in the store only.
     pub publish: bool,
+    /// File extension when published (`parquet` unless said otherwise).
+    pub extension: String,
 }
 
 impl OutputPort {
@@ -73,6 +75,7 @@ impl OutputPort {
             name: name.into(),
             doc: doc.into(),
             publish: true,
+            extension: "parquet".into(),
         }
     }
     pub fn internal(name: &str, doc: &str) -> Self {
@@ -80,7 +83,12 @@ impl OutputPort {
             name: name.into(),
             doc: doc.into(),
             publish: false,
+            extension: "parquet".into(),
         }
+    }
+    pub fn with_extension(mut self, extension: &str) -> Self {
+        self.extension = extension.into();
+        self
     }
 }
 

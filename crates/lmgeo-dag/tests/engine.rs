@@ -43,7 +43,7 @@ impl Node for Number {
             return Err(ParamError::field("value", "must be finite"));
         }
         Ok(Interface {
-            outputs: vec![OutputPort::published("value", "the number as text")],
+            outputs: vec![OutputPort::published("value", "the number as text").with_extension("txt")],
             ..Interface::default()
         })
     }
@@ -71,7 +71,7 @@ impl Node for Sum {
     fn interface(&self, _: &SumParams) -> Result<Interface, ParamError> {
         Ok(Interface {
             inputs: vec![InputPort::many("values", "numbers to add")],
-            outputs: vec![OutputPort::published("total", "the sum")],
+            outputs: vec![OutputPort::published("total", "the sum").with_extension("txt")],
             ..Interface::default()
         })
     }

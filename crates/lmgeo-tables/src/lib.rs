@@ -1,1 +1,40 @@
-//! lmgeo-tables
+//! lmgeo's tables on disk.
+//!
+//! Two worlds meet here only at the Parquet file, never in memory:
+//! - the embedding table (the heavy intermediate), streamed with arrow and
+//!   parquet for bounded memory and byte-stable output ([`embeddings`]);
+//! - tidy analysis and result tables, built and written with polars
+//!   ([`frame`], [`results`]).
+
+pub mod embeddings;
+pub mod frame;
+pub mod results;
+
+use std::path::{Path, PathBuf};
+
+pub use embeddings::{EmbeddingReader, EmbeddingWriter, MatrixRows, TextMatrix};
+pub use frame::{Cell, Record, format_frame, frame_from_records, read_parquet, write_csv, write_parquet};
+pub use results::{ResultRow, results_frame};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("invalid table: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error(transparent)]
+    Polars(#[from] polars::error::PolarsError),
+}
+
+impl TableError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        TableError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

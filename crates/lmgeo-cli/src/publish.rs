@@ -1,0 +1,120 @@
+//! After a run: the tidy results tables, the published per-node tables and
+//! a run record in the output folder.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use lmgeo_dag::{Graph, RunReport, Scalar, Status, Store};
+use lmgeo_tables::{Cell, ResultRow};
+
+/// Where a run's outputs went.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub out_dir: PathBuf,
+    pub results_parquet: PathBuf,
+    pub results_csv: PathBuf,
+    pub rows: usize,
+}
+
+pub fn cell(scalar: &Scalar) -> Cell {
+    match scalar {
+        Scalar::String(s) => Cell::Str(s.clone()),
+        Scalar::Integer(i) => Cell::Int(*i),
+        Scalar::Float(x) => Cell::Float(*x),
+        Scalar::Bool(b) => Cell::Bool(*b),
+    }
+}
+
+/// A file name for an instance id (`entropy[model=a,layer=3]` →
+/// `entropy[model=a,layer=3]` with path separators and odd characters
+/// replaced).
+fn file_name(id: &str) -> String {
+    id.chars()
+        .map(|c| match c {
+            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect()
+}
+
+/// Writes `results.parquet`, `results.csv`, the published node outputs under
+/// `nodes/` and `run.json` into `out`.
+pub fn collect_results(graph: &Graph, store: &Store, report: &RunReport, out: &Path) -> anyhow::Result<RunSummary> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let nodes_dir = out.join("nodes");
+    if nodes_dir.exists() {
+        std::fs::remove_dir_all(&nodes_dir).with_context(|| format!("clearing {}", nodes_dir.display()))?;
+    }
+    let mut rows = Vec::new();
+    let mut records = Vec::new();
+    for (instance, outcome) in graph.instances.iter().zip(&report.outcomes) {
+        let mut published = Vec::new();
+        if outcome.status.succeeded() {
+            let params = instance.configured.params.to_string();
+            let coords: Vec<(String, Cell)> = instance.coords.iter().map(|(a, v)| (a.clone(), cell(v))).collect();
+            for metric in &outcome.metrics {
+                rows.push(ResultRow {
+                    experiment: graph.experiment.name.clone(),
+                    node: instance.id.clone(),
+                    kind: instance.kind.name().to_string(),
+                    metric: metric.metric.clone(),
+                    value: metric.value,
+                    coords: coords.clone(),
+                    dims: metric.dims.iter().map(|(d, v)| (d.clone(), cell(v))).collect(),
+                    params: params.clone(),
+                });
+            }
+            let action = outcome.action.as_ref().expect("a successful node has an action");
+            for output in instance.configured.interface.outputs.iter().filter(|o| o.publish) {
+                let blob = &action.outputs[&output.name];
+                let source = store
+                    .verified_blob(blob)
+                    .with_context(|| format!("output `{}` of `{}` is corrupt in the store; run again", output.name, instance.id))?;
+                let dir = nodes_dir.join(file_name(&instance.id));
+                std::fs::create_dir_all(&dir)?;
+                let target = dir.join(format!("{}.{}", output.name, output.extension));
+                std::fs::copy(&source, &target).with_context(|| format!("copying to {}", target.display()))?;
+                published.push(target.strip_prefix(out).unwrap_or(&target).display().to_string());
+            }
+        }
+        records.push(serde_json::json!({
+            "node": instance.id,
+            "kind": instance.kind.name(),
+            "kind_version": instance.kind.version(),
+            "coords": instance.coords.to_json(),
+            "params": instance.configured.params,
+            "status": match &outcome.status {
+                Status::Cached => "cached".to_string(),
+                Status::Ran => "ran".to_string(),
+                Status::Failed(m) => format!("failed: {m}"),
+                Status::Blocked { upstream } => format!("blocked by {upstream}"),
+                Status::Skipped => "skipped".to_string(),
+            },
+            "key": outcome.key,
+            "elapsed_ms": outcome.elapsed.as_millis() as u64,
+            "compute_ms": outcome.action.as_ref().map(|a| a.elapsed_ms),
+            "peak_rss_kib": outcome.action.as_ref().and_then(|a| a.peak_rss_kib),
+            "published": published,
+        }));
+    }
+    let mut frame = lmgeo_tables::results_frame(&rows)?;
+    let results_parquet = out.join("results.parquet");
+    let results_csv = out.join("results.csv");
+    lmgeo_tables::write_parquet(&mut frame, &results_parquet)?;
+    lmgeo_tables::write_csv(&mut frame, &results_csv)?;
+    let run = serde_json::json!({
+        "experiment": graph.experiment.name,
+        "file": graph.experiment.file.path.display().to_string(),
+        "lmgeo_version": env!("CARGO_PKG_VERSION"),
+        "store": store.root().display().to_string(),
+        "nodes": records,
+    });
+    std::fs::write(out.join("run.json"), serde_json::to_vec_pretty(&run)?)?;
+    Ok(RunSummary {
+        out_dir: out.to_path_buf(),
+        results_parquet,
+        results_csv,
+        rows: rows.len(),
+    })
+}
