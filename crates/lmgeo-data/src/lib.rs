@@ -14,16 +14,22 @@
 //! - [`truncate_tokens`], for the token-level truncation done at extraction.
 //! - The builtin corpora `lmgeo-mini` and `lmgeo-mini-pairs`.
 
+mod corpus;
+mod digest;
 mod error;
 mod hh;
 mod io;
 mod jsonl;
 mod plain;
 mod text;
+mod truncate;
 
+pub use corpus::{Corpus, Filter, ranking_key};
+pub use digest::CorpusDigest;
 pub use error::CorpusError;
 pub use hh::{HhOptions, Role, Side, Turn, Turns, parse_hh_rlhf, read_hh_rlhf, split_turns};
 pub use io::open;
 pub use jsonl::{JsonlOptions, parse_jsonl, read_jsonl};
 pub use plain::{Paragraph, Unit, parse_text, read_text, split_paragraphs};
 pub use text::Text;
+pub use truncate::{Keep, truncate_tokens};
