@@ -14,6 +14,7 @@
 //! - [`truncate_tokens`], for the token-level truncation done at extraction.
 //! - The builtin corpora `lmgeo-mini` and `lmgeo-mini-pairs`.
 
+mod builtin;
 mod corpus;
 mod digest;
 mod error;
@@ -21,9 +22,11 @@ mod hh;
 mod io;
 mod jsonl;
 mod plain;
+mod spec;
 mod text;
 mod truncate;
 
+pub use builtin::{BUILTIN_NAMES, MINI, MINI_PAIRS, builtin_source, load_builtin};
 pub use corpus::{Corpus, Filter, ranking_key};
 pub use digest::CorpusDigest;
 pub use error::CorpusError;
@@ -31,5 +34,6 @@ pub use hh::{HhOptions, Role, Side, Turn, Turns, parse_hh_rlhf, read_hh_rlhf, sp
 pub use io::open;
 pub use jsonl::{JsonlOptions, parse_jsonl, read_jsonl};
 pub use plain::{Paragraph, Unit, parse_text, read_text, split_paragraphs};
+pub use spec::{CorpusSpec, Format};
 pub use text::Text;
 pub use truncate::{Keep, truncate_tokens};
