@@ -49,7 +49,11 @@ fn within(x: usize, min: Option<usize>, max: Option<usize>) -> bool {
 }
 
 /// An ordered, named list of texts with unique ids.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialisable for writing a selection out; deliberately not
+/// deserialisable, since that would bypass the unique-id check of
+/// [`Corpus::new`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Corpus {
     name: String,
     texts: Vec<Text>,

@@ -17,7 +17,8 @@ pub struct CorpusDigest([u8; 32]);
 pub(crate) const DIGEST_DOMAIN: &[u8] = b"lmgeo-data corpus digest v1\0";
 
 impl CorpusDigest {
-    /// Layout of the hashed bytes: [`DIGEST_DOMAIN`], the number of texts as
+    /// Layout of the hashed bytes: the domain tag
+    /// `b"lmgeo-data corpus digest v1\0"`, the number of texts as
     /// u64 little-endian, then for each text its id and its text, each as a
     /// u64 little-endian byte length followed by the UTF-8 bytes. The lengths
     /// keep ("ab", "c") and ("a", "bc") apart.
