@@ -1,1 +1,239 @@
-fn main() {}
+//! Project tasks: `cargo xtask <task>`.
+//!
+//! - `run FILE [lmgeo run options]`: build lmgeo and run an experiment.
+//! - `paper [options]`: run every paper experiment in experiments/.
+//! - `fetch-models [NAME...]`: download the PyPI-carried models.
+//! - `golden`: regenerate the golden files from the Python reference stack.
+//! - `bench [engine|probes|models|all]`: benchmarks that print figures.
+//!
+//! Builds use the workspace's one `dev` profile, whose dependencies are fully
+//! optimised: the tests and the runs share every compiled artifact.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+const PAPER_EXPERIMENTS: &[&str] = &[
+    "experiments/scaling_law.toml",
+    "experiments/info_gain.toml",
+    "experiments/lasso_attention.toml",
+    "experiments/token_removal.toml",
+    "experiments/sentence_distance.toml",
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> anyhow::Result<()> {
+    let root = workspace_root();
+    std::env::set_current_dir(&root).context("entering the workspace root")?;
+    match args.first().map(String::as_str) {
+        Some("run") => {
+            let Some(file) = args.get(1) else {
+                bail!("usage: cargo xtask run FILE [lmgeo run options]");
+            };
+            let binary = build_lmgeo()?;
+            let mut cmd = Command::new(&binary);
+            cmd.arg("run").arg(file).args(&args[2..]);
+            exit_with(cmd)
+        }
+        Some("paper") => {
+            let binary = build_lmgeo()?;
+            let mut failed = Vec::new();
+            for file in PAPER_EXPERIMENTS {
+                eprintln!("== {file}");
+                let status = Command::new(&binary).arg("run").arg(file).args(&args[1..]).status()?;
+                if !status.success() {
+                    failed.push(*file);
+                }
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                bail!("failed: {}", failed.join(", "))
+            }
+        }
+        Some("fetch-models") => {
+            let binary = build_lmgeo()?;
+            let mut cmd = Command::new(&binary);
+            cmd.arg("fetch").args(&args[1..]);
+            exit_with(cmd)
+        }
+        Some("golden") => golden(&root),
+        Some("bench") => bench(&root, args.get(1).map_or("all", String::as_str)),
+        Some("help") | None => {
+            println!("{}", include_str!("main.rs").lines().take(9).map(|l| l.trim_start_matches("//!")).collect::<Vec<_>>().join("\n"));
+            Ok(())
+        }
+        Some(other) => bail!("unknown task `{other}`; try `cargo xtask help`"),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// Builds the `lmgeo` binary and returns its path.
+fn build_lmgeo() -> anyhow::Result<PathBuf> {
+    let status = cargo()
+        .args(["build", "--quiet", "--package", "lmgeo", "--bin", "lmgeo"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building lmgeo failed");
+    }
+    let binary = target_dir().join("debug").join(format!("lmgeo{}", std::env::consts::EXE_SUFFIX));
+    if !binary.exists() {
+        bail!("built lmgeo but cannot find it at {}", binary.display());
+    }
+    Ok(binary)
+}
+
+fn exit_with(mut cmd: Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+}
+
+/// A venv with the pinned reference stack (`.pyref/`, git-ignored), created on
+/// first use. `PIP_FIND_LINKS` may point at a folder of pre-downloaded wheels.
+fn reference_python(root: &Path) -> anyhow::Result<PathBuf> {
+    let venv = std::env::var_os("LMGEO_PYREF").map_or_else(|| root.join(".pyref"), PathBuf::from);
+    let python = venv.join("bin").join("python");
+    let requirements = root.join("scripts/golden/requirements.txt");
+    let stamp = venv.join("requirements.installed");
+    let wanted = std::fs::read_to_string(&requirements)?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?;
+        if !status.success() {
+            bail!("cannot create a venv at {}", venv.display());
+        }
+    }
+    eprintln!("installing the reference stack into {} (torch is ~3 GB) ...", venv.display());
+    let status = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "-r"])
+        .arg(&requirements)
+        .status()?;
+    if !status.success() {
+        bail!("pip install -r {} failed", requirements.display());
+    }
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
+/// Regenerates every committed golden file from the reference stack.
+fn golden(root: &Path) -> anyhow::Result<()> {
+    let python = reference_python(root)?;
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(root.join("scripts/golden"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .collect();
+    scripts.sort();
+    for script in scripts {
+        eprintln!("== {}", script.display());
+        let status = Command::new(&python).arg(&script).status()?;
+        if !status.success() {
+            bail!("{} failed", script.display());
+        }
+    }
+    Ok(())
+}
+
+fn bench(root: &Path, which: &str) -> anyhow::Result<()> {
+    if matches!(which, "engine" | "all") {
+        bench_engine(root)?;
+    }
+    if matches!(which, "probes" | "all") {
+        let status = cargo().args(["bench", "--package", "lmgeo-probes"]).status()?;
+        if !status.success() {
+            bail!("probe benchmarks failed");
+        }
+    }
+    if !matches!(which, "engine" | "probes" | "all") {
+        bail!("unknown benchmark `{which}`: engine, probes or all");
+    }
+    Ok(())
+}
+
+/// The no-op rerun of a 200-node experiment through the binary: the whole
+/// cost a user waits for when nothing changed (start-up, parsing, keys, hits,
+/// results tables).
+fn bench_engine(root: &Path) -> anyhow::Result<()> {
+    let binary = build_lmgeo()?;
+    let dir = std::env::temp_dir().join(format!("lmgeo-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let seeds: Vec<String> = (1..=100).map(|s| s.to_string()).collect();
+    let experiment = format!(
+        "name = \"bench200\"\n[grid]\nseed = [{}]\n\n[nodes.data]\nkind = \"synthetic_matrix\"\nseed = \"${{seed}}\"\nrows = 16\ncols = 8\n\n[nodes.stats]\nkind = \"matrix_stats\"\ninputs = {{ matrix = \"data.embeddings\" }}\n",
+        seeds.join(", ")
+    );
+    let file = dir.join("bench200.toml");
+    std::fs::write(&file, experiment)?;
+    let store = dir.join("store");
+    let out = dir.join("out");
+    let run_once = || -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let output = Command::new(&binary)
+            .current_dir(root)
+            .arg("--store")
+            .arg(&store)
+            .arg("run")
+            .arg(&file)
+            .arg("--json")
+            .arg("--out")
+            .arg(&out)
+            .output()?;
+        let elapsed = started.elapsed();
+        if !output.status.success() {
+            bail!("bench run failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(elapsed)
+    };
+    let cold = run_once()?;
+    let mut warm: Vec<Duration> = (0..15).map(|_| run_once()).collect::<Result<_, _>>()?;
+    warm.sort();
+    let median = warm[warm.len() / 2];
+    println!("engine: 200-node experiment (100 synthetic_matrix + 100 matrix_stats)");
+    println!("  first run (computes everything):  {:>8.1} ms", cold.as_secs_f64() * 1e3);
+    println!(
+        "  no-op rerun, whole process:       {:>8.1} ms median of {} (min {:.1}, max {:.1})",
+        median.as_secs_f64() * 1e3,
+        warm.len(),
+        warm[0].as_secs_f64() * 1e3,
+        warm[warm.len() - 1].as_secs_f64() * 1e3
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = cargo().args(["bench", "--package", "lmgeo-nodes", "--bench", "noop_rerun"]).status()?;
+    if !status.success() {
+        bail!("engine benchmark failed");
+    }
+    Ok(())
+}
