@@ -219,9 +219,9 @@ mod tests {
         assert_eq!(names, ["metric", "value", "layer", "model"]);
         assert_eq!(frame.column("value").unwrap().dtype(), &DataType::Float64);
         assert_eq!(frame.column("layer").unwrap().dtype(), &DataType::Int64);
-        let values: Vec<Option<f64>> = frame.column("value").unwrap().f64().unwrap().into_iter().collect();
+        let values: Vec<Option<f64>> = frame.column("value").unwrap().f64().unwrap().iter().collect();
         assert_eq!(values, [Some(1.5), Some(2.0), None]);
-        let layers: Vec<Option<i64>> = frame.column("layer").unwrap().i64().unwrap().into_iter().collect();
+        let layers: Vec<Option<i64>> = frame.column("layer").unwrap().i64().unwrap().iter().collect();
         assert_eq!(layers, [Some(3), None, None]);
     }
 
