@@ -91,9 +91,7 @@ pub fn preprocess(z: MatRef<'_, f64>, method: Preprocess) -> Result<Mat<f64>> {
 
     let centre = method == Preprocess::CenterL2;
     let largest_input_norm = if centre {
-        (0..n)
-            .map(|i| robust_norm((0..d).map(|j| z[(i, j)])))
-            .fold(0.0, f64::max)
+        row_norms(z).into_iter().fold(0.0, f64::max)
     } else {
         0.0
     };
@@ -106,8 +104,8 @@ pub fn preprocess(z: MatRef<'_, f64>, method: Preprocess) -> Result<Mat<f64>> {
         }
     }
 
-    for i in 0..n {
-        let norm = robust_norm((0..d).map(|j| out[(i, j)]));
+    let norms = row_norms(out.as_ref());
+    for (i, &norm) in norms.iter().enumerate() {
         let zero = if centre {
             norm <= CENTRED_ZERO_ROW_TOLERANCE * largest_input_norm
         } else {
@@ -120,12 +118,44 @@ pub fn preprocess(z: MatRef<'_, f64>, method: Preprocess) -> Result<Mat<f64>> {
                 after_centring: centre && !was_zero_before,
             });
         }
-        for j in 0..d {
-            out[(i, j)] /= norm;
+    }
+    for j in 0..d {
+        for (x, norm) in out.col_as_slice_mut(j).iter_mut().zip(&norms) {
+            *x /= norm;
         }
     }
     Ok(out)
 }
+
+/// Euclidean norm of every row. The matrix is column-major, so the sums
+/// run down the columns (contiguous) rather than along the strided rows.
+/// Rows whose plain sum of squares overflows or underflows are recomputed
+/// with scaling.
+pub(crate) fn row_norms(m: MatRef<'_, f64>) -> Vec<f64> {
+    let (n, d) = (m.nrows(), m.ncols());
+    let mut sums = vec![0.0f64; n];
+    for j in 0..d {
+        let col = m.col(j);
+        for (i, s) in sums.iter_mut().enumerate() {
+            let x = col[i];
+            *s += x * x;
+        }
+    }
+    sums.iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            if s.is_finite() && s >= SAFE_SQUARE_SUM_MIN {
+                s.sqrt()
+            } else {
+                robust_norm((0..d).map(|j| m[(i, j)]))
+            }
+        })
+        .collect()
+}
+
+/// Below this a sum of squares may have lost digits to underflow
+/// (squares of entries below ~1e-154 are subnormal or zero).
+const SAFE_SQUARE_SUM_MIN: f64 = 1e-290;
 
 #[cfg(test)]
 mod tests {
