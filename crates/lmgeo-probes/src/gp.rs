@@ -192,6 +192,13 @@ impl GainCurve {
 /// `sqrt(G[t, t] + sigma^2 - |y|^2) = sqrt(s2_t + sigma^2)`: the factor
 /// update is the posterior variance. Cost `O(n^2 d + n^3 / 3)` in all,
 /// instead of one `O(t^3)` solve per position.
+///
+/// Accuracy: `s2_t = G[t, t] - |y|^2` is a subtraction, so its absolute
+/// round-off is of order `f64::EPSILON * z_t^T z_t`; a token that its prefix
+/// explains almost completely (`s2_t << z_t^T z_t`, e.g. `t > d`) has a
+/// correspondingly smaller relative accuracy. On the golden fixtures (unit
+/// rows, sigma 0.01 and 0.1) the worst relative error against numpy's
+/// least-squares solution was 1.1e-11.
 pub fn gain_curve(z: MatRef<'_, f64>, sigma: f64) -> Result<GainCurve> {
     checks::positive("sigma", sigma)?;
     checks::data_matrix("representation matrix", z)?;

@@ -56,6 +56,8 @@
 //! * Parallelism: faer's global setting (both cores by default; change it
 //!   with `faer::set_global_parallelism`).
 
+#![warn(missing_docs)]
+
 pub mod attention;
 mod checks;
 pub mod distance;
