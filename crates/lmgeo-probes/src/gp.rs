@@ -33,7 +33,7 @@ use faer::{Accum, Mat, MatRef, Side};
 
 use crate::checks;
 use crate::error::{ProbeError, Result};
-use crate::kernels::{col_gram, dot, par, robust_norm, row_gram};
+use crate::kernels::{col_gram, dot, par, robust_norm, row_gram, with_simd};
 
 /// The paper's GP noise.
 pub const DEFAULT_SIGMA: f64 = 0.01;
@@ -214,6 +214,20 @@ pub fn gain_curve(z: MatRef<'_, f64>, sigma: f64) -> Result<GainCurve> {
     // substitution below is a sequence of contiguous dot products.
     let mut factor = vec![0.0; n * n];
     factor[0] = (gram[(0, 0)] + sigma2).sqrt();
+    let s2 = with_simd(|| grow_factor(&gram, &mut factor, sigma2))?;
+    let information_gain = s2.iter().map(|&v| gain_from_variance(v, sigma2)).collect();
+    Ok(GainCurve {
+        sigma,
+        s2,
+        information_gain,
+    })
+}
+
+/// The loop of [`gain_curve`]: extends the row-major factor one row per
+/// token and returns the posterior variances.
+#[inline(always)]
+fn grow_factor(gram: &Mat<f64>, factor: &mut [f64], sigma2: f64) -> Result<Vec<f64>> {
+    let n = gram.nrows();
     let mut s2 = Vec::with_capacity(n - 1);
     let mut solved = vec![0.0; n];
     for t in 1..n {
@@ -232,12 +246,7 @@ pub fn gain_curve(z: MatRef<'_, f64>, sigma: f64) -> Result<GainCurve> {
         factor[t * n + t] = pivot.sqrt();
         s2.push(variance);
     }
-    let information_gain = s2.iter().map(|&v| gain_from_variance(v, sigma2)).collect();
-    Ok(GainCurve {
-        sigma,
-        s2,
-        information_gain,
-    })
+    Ok(s2)
 }
 
 /// Centres the context and the new token with the context's own mean, then

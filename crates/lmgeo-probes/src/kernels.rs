@@ -46,9 +46,19 @@ pub(crate) fn mirror_lower(g: &mut Mat<f64>) {
     }
 }
 
+/// Runs `f` compiled for the best instruction set the CPU offers (AVX2 and
+/// FMA where available): the plain loops it calls are inlined into it and
+/// vectorised for those registers. The arithmetic is unchanged (no
+/// contraction into fused multiply-adds), so results do not depend on the
+/// machine.
+#[inline]
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
 /// Dot product with eight independent partial sums, so that the compiler can
 /// keep several SIMD lanes busy (a single running sum is a serial chain).
-#[inline]
+#[inline(always)]
 pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f64; 8];
@@ -67,7 +77,7 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// `y += alpha * x`.
-#[inline]
+#[inline(always)]
 pub(crate) fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     debug_assert_eq!(x.len(), y.len());
     for (yi, xi) in y.iter_mut().zip(x) {

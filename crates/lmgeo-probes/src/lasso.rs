@@ -20,16 +20,18 @@
 //! * gap-safe screening (Fercoq et al. 2015): after every gap check, features
 //!   whose dual constraint is provably inactive are set to zero and skipped.
 //!
-//! When there are fewer features than samples the Gram matrix `X^T X` is
-//! formed once and each coordinate step costs `O(features)` instead of
-//! `O(samples)` (scikit-learn's `precompute=True` route).
+//! With the Gram matrix `X^T X` (scikit-learn's `precompute=True` route) a
+//! coordinate step costs `O(features)` instead of `O(samples)`, but forming
+//! it costs about `features^2 samples / 2` multiply-adds up front. Which is
+//! cheaper depends on the number of sweeps, unknown in advance, so
+//! [`GramMode::Auto`] decides on the fly (see there).
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 
 use crate::checks;
 use crate::error::{ProbeError, Result};
-use crate::kernels::{axpy, col_gram, dot, par};
+use crate::kernels::{axpy, col_gram, dot, par, with_simd};
 
 /// The paper's Lasso penalty.
 pub const DEFAULT_ALPHA: f64 = 1e-4;
@@ -37,7 +39,15 @@ pub const DEFAULT_ALPHA: f64 = 1e-4;
 /// Whether to precompute the Gram matrix `X^T X`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GramMode {
-    /// Precompute when there are fewer features than samples.
+    /// Start on the columns of `X`. When there are fewer features than
+    /// samples and the sweeps so far have visited `features^2 / 8` active
+    /// features in all (about the work of forming `X^T X` with a blocked
+    /// product, which runs several times faster per multiply-add than the
+    /// memory-bound sweeps), form `X^T X` and continue on it: a ski-rental
+    /// rule that never pays much more than the better fixed choice. Along a
+    /// [`lasso_path`] the count runs over the whole path, and the Gram
+    /// matrix, once formed, serves every later penalty. The iterates are
+    /// the same either way, up to round-off.
     #[default]
     Auto,
     /// Always precompute.
@@ -124,11 +134,28 @@ struct Problem<'a> {
     col_norm2: Vec<f64>,
     y_norm2: f64,
     gram: Option<GramData>,
+    mode: GramMode,
+    /// Active features visited by plain-route sweeps so far (for `Auto`).
+    plain_work: usize,
 }
 
 struct GramData {
     q: Mat<f64>,
     xty: Vec<f64>,
+}
+
+impl GramData {
+    fn new(x: MatRef<'_, f64>, y: &[f64]) -> Self {
+        let (n_samples, n_features) = (x.nrows(), x.ncols());
+        let q = col_gram(x, 1.0);
+        let mut xty = Mat::<f64>::zeros(n_features, 1);
+        let yv = MatRef::from_column_major_slice(y, n_samples, 1);
+        matmul(xty.as_mut(), Accum::Replace, x.transpose(), yv, 1.0, par());
+        Self {
+            q,
+            xty: xty.col_as_slice(0).to_vec(),
+        }
+    }
 }
 
 impl<'a> Problem<'a> {
@@ -137,35 +164,42 @@ impl<'a> Problem<'a> {
         checks::same_len("y length (= rows of X)", x.nrows(), y.len())?;
         checks::finite_vector("y", y)?;
         let x = x.to_owned();
-        let (n_samples, n_features) = (x.nrows(), x.ncols());
+        let n_features = x.ncols();
         let col_norm2: Vec<f64> = (0..n_features)
             .map(|j| {
                 let c = x.col_as_slice(j);
                 dot(c, c)
             })
             .collect();
-        let use_gram = match mode {
-            GramMode::Auto => n_features < n_samples,
-            GramMode::Always => true,
-            GramMode::Never => false,
-        };
-        let gram = use_gram.then(|| {
-            let q = col_gram(x.as_ref(), 1.0);
-            let mut xty = Mat::<f64>::zeros(n_features, 1);
-            let yv = MatRef::from_column_major_slice(y, n_samples, 1);
-            matmul(xty.as_mut(), Accum::Replace, x.transpose(), yv, 1.0, par());
-            GramData {
-                q,
-                xty: xty.col_as_slice(0).to_vec(),
-            }
-        });
+        let gram = (mode == GramMode::Always).then(|| GramData::new(x.as_ref(), y));
         Ok(Self {
             y_norm2: dot(y, y),
             x,
             y,
             col_norm2,
             gram,
+            mode,
+            plain_work: 0,
         })
+    }
+
+    /// Counts a plain sweep over `active` features and, under `Auto`, forms
+    /// the Gram matrix once that work reaches the cost of forming it.
+    /// Returns true when it did.
+    fn account_plain_sweep(&mut self, active: usize) -> bool {
+        if self.mode != GramMode::Auto
+            || self.gram.is_some()
+            || self.n_features() >= self.n_samples()
+        {
+            return false;
+        }
+        self.plain_work += active;
+        let p = self.n_features();
+        if self.plain_work < p * p / 8 {
+            return false;
+        }
+        self.gram = Some(GramData::new(self.x.as_ref(), self.y));
+        true
     }
 
     fn n_samples(&self) -> usize {
@@ -204,7 +238,7 @@ impl State {
 
     /// `X_j^T (y - X w + w_j X_j)`, the unpenalised optimum of coordinate j
     /// times `|X_j|^2`.
-    #[inline]
+    #[inline(always)]
     fn partial_correlation(&self, p: &Problem<'_>, j: usize, w_j: f64) -> f64 {
         match self {
             State::Residual(r) => dot(p.x.col_as_slice(j), r) + w_j * p.col_norm2[j],
@@ -216,7 +250,7 @@ impl State {
     }
 
     /// Accounts for `w_j` having changed by `delta`.
-    #[inline]
+    #[inline(always)]
     fn apply_change(&mut self, p: &Problem<'_>, j: usize, delta: f64) {
         match self {
             State::Residual(r) => axpy(-delta, p.x.col_as_slice(j), r),
@@ -318,7 +352,12 @@ fn validate_options(o: &LassoOptions, check_alpha: bool) -> Result<()> {
     Ok(())
 }
 
-fn solve(p: &Problem<'_>, alpha: f64, o: &LassoOptions, mut w: Vec<f64>) -> LassoFit {
+fn solve(p: &mut Problem<'_>, alpha: f64, o: &LassoOptions, w: Vec<f64>) -> LassoFit {
+    with_simd(|| solve_impl(p, alpha, o, w))
+}
+
+#[inline(always)]
+fn solve_impl(p: &mut Problem<'_>, alpha: f64, o: &LassoOptions, mut w: Vec<f64>) -> LassoFit {
     let n_samples = p.n_samples() as f64;
     let n_features = p.n_features();
     let l1 = alpha * n_samples;
@@ -327,19 +366,19 @@ fn solve(p: &Problem<'_>, alpha: f64, o: &LassoOptions, mut w: Vec<f64>) -> Lass
     let mut xtr = vec![0.0; n_features];
     let mut excluded = vec![false; n_features];
     let mut active: Vec<usize> = (0..n_features).filter(|&j| p.col_norm2[j] != 0.0).collect();
-    let finish = |w: Vec<f64>, iterations, gap: f64, converged| LassoFit {
+    let finish = |w: Vec<f64>, iterations, gap: f64, converged, used_gram| LassoFit {
         coef: w,
         alpha,
         iterations,
         dual_gap: gap / n_samples,
         gap_tolerance: gap_tol / n_samples,
         converged,
-        used_gram: p.gram.is_some(),
+        used_gram,
     };
 
     let (mut gap, mut dual_norm) = state.gap(p, &w, l1, &mut xtr);
     if gap <= gap_tol {
-        return finish(w, 0, gap, true);
+        return finish(w, 0, gap, true, p.gram.is_some());
     }
     if o.screening {
         screen(
@@ -368,11 +407,14 @@ fn solve(p: &Problem<'_>, alpha: f64, o: &LassoOptions, mut w: Vec<f64>) -> Lass
             change_max = change_max.max((new - old).abs());
             w_max = w_max.max(new.abs());
         }
+        if matches!(state, State::Residual(_)) && p.account_plain_sweep(active.len()) {
+            state = State::new(p, &w);
+        }
         let last = iteration + 1 == o.max_iter;
         if w_max == 0.0 || change_max / w_max <= o.tol || last {
             (gap, dual_norm) = state.gap(p, &w, l1, &mut xtr);
             if gap <= gap_tol {
-                return finish(w, iteration + 1, gap, true);
+                return finish(w, iteration + 1, gap, true, p.gram.is_some());
             }
             if o.screening {
                 screen(
@@ -389,15 +431,16 @@ fn solve(p: &Problem<'_>, alpha: f64, o: &LassoOptions, mut w: Vec<f64>) -> Lass
             }
         }
     }
-    finish(w, o.max_iter, gap, false)
+    finish(w, o.max_iter, gap, false, p.gram.is_some())
 }
 
 /// Fits the Lasso on `x` (samples x features) and `y` (length samples),
 /// starting from zero.
 pub fn lasso(x: MatRef<'_, f64>, y: &[f64], options: &LassoOptions) -> Result<LassoFit> {
     validate_options(options, true)?;
-    let p = Problem::new(x, y, options.gram)?;
-    Ok(solve(&p, options.alpha, options, vec![0.0; p.n_features()]))
+    let mut p = Problem::new(x, y, options.gram)?;
+    let start = vec![0.0; p.n_features()];
+    Ok(solve(&mut p, options.alpha, options, start))
 }
 
 /// Like [`lasso`], starting from `initial` coefficients (a warm start).
@@ -408,18 +451,18 @@ pub fn lasso_warm_start(
     options: &LassoOptions,
 ) -> Result<LassoFit> {
     validate_options(options, true)?;
-    let p = Problem::new(x, y, options.gram)?;
+    let mut p = Problem::new(x, y, options.gram)?;
     checks::same_len(
         "initial coefficients (= columns of X)",
         p.n_features(),
         initial.len(),
     )?;
     checks::finite_vector("initial coefficients", initial)?;
-    Ok(solve(&p, options.alpha, options, initial.to_vec()))
+    Ok(solve(&mut p, options.alpha, options, initial.to_vec()))
 }
 
 /// Fits a decreasing sequence of penalties, each warm-started from the
-/// previous solution; the Gram matrix (when used) is formed once.
+/// previous solution; the Gram matrix (when used) is formed at most once.
 /// `options.alpha` is ignored. Errors when `alphas` is empty, has a
 /// non-positive value, or increases.
 pub fn lasso_path(
@@ -440,11 +483,11 @@ pub fn lasso_path(
             reason: "a warm-started path must not increase",
         });
     }
-    let p = Problem::new(x, y, options.gram)?;
+    let mut p = Problem::new(x, y, options.gram)?;
     let mut w = vec![0.0; p.n_features()];
     let mut fits = Vec::with_capacity(alphas.len());
     for &alpha in alphas {
-        let fit = solve(&p, alpha, options, w);
+        let fit = solve(&mut p, alpha, options, w);
         w = fit.coef.clone();
         fits.push(fit);
     }
@@ -619,6 +662,39 @@ mod tests {
         assert!(lasso_path(x.as_ref(), &y, &[0.1, 0.2], &o).is_err());
         assert!(lasso_path(x.as_ref(), &y, &[], &o).is_err());
         assert!(rank_features(&[1.0, f64::NAN]).is_err());
+    }
+
+    #[test]
+    fn auto_switches_to_the_gram_route_mid_fit_without_changing_the_iterates() {
+        // 40 samples, 8 correlated features: sweeps visit 8 features each,
+        // so the Gram matrix is formed after the first sweep (8^2 / 8 = 8).
+        let x = Mat::<f64>::from_fn(40, 8, |i, j| {
+            ((i * 7 + j * 3) % 11) as f64 / 11.0 + 0.3 * ((i + j) % 2) as f64
+        });
+        let y: Vec<f64> = (0..40).map(|i| ((i * 5) % 13) as f64 / 13.0).collect();
+        let opts = |gram| LassoOptions {
+            alpha: 1e-3,
+            tol: 1e-12,
+            max_iter: 100_000,
+            gram,
+            screening: true,
+        };
+        let auto = lasso(x.as_ref(), &y, &opts(GramMode::Auto)).unwrap();
+        let plain = lasso(x.as_ref(), &y, &opts(GramMode::Never)).unwrap();
+        assert!(auto.used_gram && !plain.used_gram);
+        assert!(auto.iterations > 1 && auto.converged);
+        assert_eq!(auto.iterations, plain.iterations);
+        for (a, b) in auto.coef.iter().zip(&plain.coef) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        // More features than samples: Auto never forms X^T X.
+        let wide = x.transpose().to_owned();
+        let y8 = &y[..8];
+        assert!(
+            !lasso(wide.as_ref(), y8, &opts(GramMode::Auto))
+                .unwrap()
+                .used_gram
+        );
     }
 
     #[test]
