@@ -164,6 +164,7 @@ proptest! {
         let variants = [
             base,
             lasso::LassoOptions { gram: lasso::GramMode::Always, ..base },
+            lasso::LassoOptions { gram: lasso::GramMode::Auto, ..base },
             lasso::LassoOptions { screening: false, ..base },
         ];
         let fits: Vec<_> = variants.iter().map(|o| lasso::lasso(x.as_ref(), &y, o).unwrap()).collect();
