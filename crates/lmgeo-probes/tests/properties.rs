@@ -2,7 +2,7 @@
 //! input, checked on random matrices.
 
 use faer::Mat;
-use lmgeo_probes::{Preprocess, entropy, gp, lasso, power_law};
+use lmgeo_probes::{Preprocess, distance, entropy, gp, lasso, power_law};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -35,6 +35,31 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 /// ~1e-14 on top of the relative one.
 fn close_entropy(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-12
+}
+
+/// `tr rho1 (ln rho1 - ln rho2)` from dense d x d eigendecompositions.
+fn dense_von_neumann(s1: &Mat<f64>, s2: &Mat<f64>, delta: f64) -> f64 {
+    let d = s1.nrows();
+    let density = |s: &Mat<f64>| {
+        let t: f64 = (0..d).map(|i| s[(i, i)]).sum::<f64>() + delta * d as f64;
+        Mat::from_fn(d, d, |i, j| {
+            (s[(i, j)] + if i == j { delta } else { 0.0 }) / t
+        })
+    };
+    let log = |rho: &Mat<f64>| {
+        let e = rho.self_adjoint_eigen(faer::Side::Lower).unwrap();
+        let (u, w) = (e.U(), e.S().column_vector());
+        Mat::from_fn(d, d, |i, j| {
+            (0..d)
+                .map(|k| u[(i, k)] * w[k].ln() * u[(j, k)])
+                .sum::<f64>()
+        })
+    };
+    let (r1, r2) = (density(s1), density(s2));
+    let diff = &log(&r1) - &log(&r2);
+    (0..d)
+        .map(|i| (0..d).map(|k| r1[(i, k)] * diff[(k, i)]).sum::<f64>())
+        .sum()
 }
 
 proptest! {
@@ -183,5 +208,21 @@ proptest! {
         for f in &fits[1..] {
             prop_assert!((objective(&f.coef) - reference).abs() <= 1e-10 * reference.max(1e-12));
         }
+    }
+
+    #[test]
+    fn low_rank_matrix_distances_match_dense_d_by_d(seed: u64, n1 in 1usize..8, n2 in 1usize..8, d in 2usize..20,
+                                                    delta in 1e-6f64..1e-2) {
+        // n1 + n2 < d exercises the shared QR basis, otherwise the dense route.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let a = distance::text_moments(gaussian(n1, d, &mut rng).as_ref(), Preprocess::L2).unwrap();
+        let b = distance::text_moments(gaussian(n2, d, &mut rng).as_ref(), Preprocess::L2).unwrap();
+        let (s1, s2) = (a.covariance(), b.covariance());
+        let want = dense_von_neumann(&s1, &s2, delta);
+        let got = distance::von_neumann_relative_entropy(&a, &b, delta).unwrap();
+        prop_assert!((got - want).abs() <= 1e-9 * want.abs() + 1e-12, "{got} vs {want}");
+        let fro_dense = (&s1 - &s2).norm_l2();
+        let fro = distance::frobenius(&a, &b).unwrap();
+        prop_assert!((fro - fro_dense).abs() <= 1e-12 * fro_dense.max(1.0), "{fro} vs {fro_dense}");
     }
 }
