@@ -14,6 +14,35 @@ use crate::error::{ProbeError, Result};
 use crate::kernels::{dot, robust_norm};
 use crate::lasso::rank_by_magnitude;
 
+/// How per-head attention probabilities become one weight per token
+/// (method.md section 4: mean by default; per-head analysis is the caller
+/// passing one head's row to [`compare`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadAggregation {
+    /// Mean over heads.
+    #[default]
+    Mean,
+    /// Maximum over heads.
+    Max,
+}
+
+/// Aggregates the attention of one query over heads: `per_head` is
+/// heads x context tokens (one row per head). Errors on an empty or
+/// non-finite matrix.
+pub fn aggregate_heads(per_head: MatRef<'_, f64>, method: HeadAggregation) -> Result<Vec<f64>> {
+    checks::data_matrix("per-head attention", per_head)?;
+    let heads = per_head.nrows() as f64;
+    Ok((0..per_head.ncols())
+        .map(|j| {
+            let column = (0..per_head.nrows()).map(|h| per_head[(h, j)]);
+            match method {
+                HeadAggregation::Mean => column.sum::<f64>() / heads,
+                HeadAggregation::Max => column.fold(f64::NEG_INFINITY, f64::max),
+            }
+        })
+        .collect())
+}
+
 /// One `k` of the comparison.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopKComparison {
@@ -282,6 +311,21 @@ fn kendall_tau_b_unchecked(x: &[f64], y: &[f64]) -> Option<f64> {
 mod tests {
     use super::*;
     use faer::mat;
+
+    #[test]
+    fn heads_aggregate_by_mean_or_max() {
+        let per_head = mat![[0.5, 0.25, 0.25], [0.0, 0.5, 0.5]];
+        assert_eq!(
+            aggregate_heads(per_head.as_ref(), HeadAggregation::Mean).unwrap(),
+            vec![0.25, 0.375, 0.375]
+        );
+        assert_eq!(
+            aggregate_heads(per_head.as_ref(), HeadAggregation::Max).unwrap(),
+            vec![0.5, 0.5, 0.5]
+        );
+        let bad = mat![[0.5, f64::NAN]];
+        assert!(aggregate_heads(bad.as_ref(), HeadAggregation::Mean).is_err());
+    }
 
     #[test]
     fn average_ranks_share_ties() {

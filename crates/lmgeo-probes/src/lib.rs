@@ -38,7 +38,8 @@
 //! * [`attention`] (section 4): [`attention::compare`] (top-k Jaccard,
 //!   precision, reconstruction residuals, Spearman, Kendall tau-b),
 //!   [`attention::relative_residual`], [`attention::spearman`],
-//!   [`attention::kendall_tau_b`].
+//!   [`attention::kendall_tau_b`], [`attention::aggregate_heads`] (mean or
+//!   max over heads).
 //! * [`distance`] (section 6): [`distance::text_moments`],
 //!   [`distance::mean_cosine_distance`], [`distance::euclidean`],
 //!   [`distance::frobenius`], [`distance::bures_wasserstein`],
