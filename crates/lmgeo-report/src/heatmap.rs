@@ -246,7 +246,6 @@ impl Draw for PreparedHeatmap {
     {
         let area = draw_header(root, &self.title, &self.notes)?;
         let (aw, ah) = area.dim_in_pixel();
-        let (main, bar_area) = area.split_horizontally(aw.saturating_sub(COLORBAR_W));
         let rows = self.raw.len();
         let cols = self.raw[0].len();
         let label_style = frame::font(LABEL_SIZE);
@@ -281,15 +280,26 @@ impl Draw for PreparedHeatmap {
         let col_w = widest(&col_text);
         let y_area = row_w + desc + 22;
         let margin = 8;
-        let plot_w = f64::from(main.dim_in_pixel().0 as i32 - y_area - 2 * margin);
-        let cell_w = plot_w / cols as f64;
-        // Column labels lie flat when they fit their cell, else stand upright.
-        let upright = col_w as f64 + 6.0 > cell_w;
-        let x_area = if upright {
-            col_w.min((f64::from(ah) * 0.3) as i32) + desc + 22
-        } else {
-            LABEL_SIZE as i32 + desc + 22
+        let flat_area = LABEL_SIZE as i32 + desc + 22;
+        let upright_area = col_w.min((f64::from(ah) * 0.3) as i32) + desc + 22;
+        let room_w = aw as i32 - COLORBAR_W as i32 - y_area - 2 * margin;
+        let room_h = |x_area: i32| ah as i32 - x_area - 2 * margin;
+        // A square matrix (texts against texts) gets square cells, so that
+        // its symmetry shows; other matrices fill the width.
+        let plot_w = |x_area: i32| {
+            if rows == cols {
+                room_w.min(room_h(x_area)).max(1)
+            } else {
+                room_w.max(1)
+            }
         };
+        // Column labels lie flat when they fit their cell, else stand upright.
+        let upright = f64::from(col_w) + 4.0 > f64::from(plot_w(flat_area)) / cols as f64;
+        let x_area = if upright { upright_area } else { flat_area };
+        let used_w = y_area + plot_w(x_area) + 2 * margin;
+        let left_pad = ((room_w + y_area + 2 * margin - used_w) / 2).max(0);
+        let (_, centred) = area.split_horizontally(left_pad);
+        let (main, bar_area) = centred.split_horizontally(used_w);
 
         let mut chart = ChartBuilder::on(&main)
             .margin(margin)

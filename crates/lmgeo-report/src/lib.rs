@@ -14,11 +14,13 @@
 mod axis;
 mod bar;
 mod error;
+mod escape;
 mod figure;
 mod frame;
 mod heatmap;
 mod line;
 mod raster;
+mod report;
 mod scatter;
 
 pub use error::{FigureError, ReportError};
@@ -26,3 +28,4 @@ pub use figure::{
     Bar, BarChart, DEFAULT_SIZE, Figure, Heatmap, LabeledPoint, LinePlot, PowerLawFit, Rendered,
     ScatterFit, Series, SeriesStyle,
 };
+pub use report::{BuiltReport, NamedFigure, Report, Section, Table, Verdict, WrittenReport};
