@@ -7,7 +7,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::axis::{CatAxis, NumAxis, format_number};
 use crate::error::FigureError;
 use crate::figure::{Bar, BarChart};
-use crate::frame::{self, Draw, dashed_segments, draw_header, wrap_text};
+use crate::frame::{self, Draw, dash_polyline, draw_header, wrap_text};
 use crate::line::y_label_area;
 
 const BAR_COLOR: RGBColor = frame::PALETTE[0];
@@ -215,11 +215,8 @@ impl Draw for PreparedBars {
         }
         if let Some((v, label)) = &self.reference {
             let (_, y) = chart.backend_coord(&(0.0, *v));
-            for [a, b] in dashed_segments((px.start, y), (px.end, y)) {
-                root.draw(&PathElement::new(
-                    vec![a, b],
-                    REFERENCE_COLOR.stroke_width(2),
-                ))?;
+            for dash in dash_polyline(&[(px.start, y), (px.end, y)]) {
+                root.draw(&PathElement::new(dash, REFERENCE_COLOR.stroke_width(2)))?;
             }
             if !label.is_empty() {
                 // On a white box: the label may sit over a bar.

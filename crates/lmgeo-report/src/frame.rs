@@ -29,7 +29,7 @@ pub(crate) const MIN_HEIGHT: u32 = 240;
 
 /// At most this many note lines go under the title; the rest are summarised
 /// there and listed in full in `Rendered::notes`.
-const MAX_NOTE_LINES: usize = 3;
+const MAX_NOTE_LINES: usize = 4;
 
 fn ensure_font() -> Result<(), FigureError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
@@ -241,7 +241,7 @@ where
         if lines.len() > MAX_NOTE_LINES {
             let hidden = lines.len() - (MAX_NOTE_LINES - 1);
             lines.truncate(MAX_NOTE_LINES - 1);
-            lines.push(format!("(+{hidden} more note lines in the report)"));
+            lines.push(format!("(+{hidden} more lines of notes)"));
         }
         for line in lines {
             root.draw(&Text::new(line, (w as i32 / 2, y), style.clone()))?;
@@ -270,16 +270,49 @@ pub(crate) fn palette(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-/// The mark drawn in front of a legend label.
+/// The mark drawn in front of a legend label: any of a shaded band, a
+/// line (solid or dashed) and a marker, as the series is drawn.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Swatch {
-    Line(RGBColor),
-    Marker(RGBColor),
-    LineMarker(RGBColor),
-    /// A band with its centre line (a series with a confidence band).
-    LineBand(RGBColor),
-    /// A band alone (the CI of a fit).
-    Band(RGBColor),
+pub(crate) struct Swatch {
+    pub color: RGBColor,
+    pub band: bool,
+    pub line: Option<Dash>,
+    pub marker: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dash {
+    Solid,
+    Dashed,
+}
+
+impl Swatch {
+    pub(crate) fn line(color: RGBColor) -> Swatch {
+        Swatch {
+            color,
+            band: false,
+            line: Some(Dash::Solid),
+            marker: false,
+        }
+    }
+
+    pub(crate) fn marker(color: RGBColor) -> Swatch {
+        Swatch {
+            color,
+            band: false,
+            line: None,
+            marker: true,
+        }
+    }
+
+    pub(crate) fn band(color: RGBColor) -> Swatch {
+        Swatch {
+            color,
+            band: true,
+            line: None,
+            marker: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -387,25 +420,29 @@ fn draw_swatch<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let line = |c: RGBColor| PathElement::new(vec![(x, cy), (x + SWATCH_W, cy)], c.stroke_width(2));
-    let band = |c: RGBColor| {
-        Rectangle::new(
+    let c = swatch.color;
+    if swatch.band {
+        root.draw(&Rectangle::new(
             [(x, cy - 6), (x + SWATCH_W, cy + 6)],
             c.mix(BAND_ALPHA).filled(),
-        )
-    };
-    match swatch {
-        Swatch::Line(c) => root.draw(&line(c))?,
-        Swatch::Marker(c) => root.draw(&Circle::new((x + SWATCH_W / 2, cy), 4, c.filled()))?,
-        Swatch::LineMarker(c) => {
-            root.draw(&line(c))?;
-            root.draw(&Circle::new((x + SWATCH_W / 2, cy), 4, c.filled()))?;
+        ))?;
+    }
+    match swatch.line {
+        Some(Dash::Solid) => {
+            root.draw(&PathElement::new(
+                vec![(x, cy), (x + SWATCH_W, cy)],
+                c.stroke_width(2),
+            ))?;
         }
-        Swatch::LineBand(c) => {
-            root.draw(&band(c))?;
-            root.draw(&line(c))?;
+        Some(Dash::Dashed) => {
+            for piece in dash_polyline(&[(x, cy), (x + SWATCH_W, cy)]) {
+                root.draw(&PathElement::new(piece, c.stroke_width(2)))?;
+            }
         }
-        Swatch::Band(c) => root.draw(&band(c))?,
+        None => {}
+    }
+    if swatch.marker {
+        root.draw(&Circle::new((x + SWATCH_W / 2, cy), 4, c.filled()))?;
     }
     Ok(())
 }
@@ -429,24 +466,54 @@ pub(crate) fn sample_polyline(points: &[(f64, f64)], out: &mut Vec<(f64, f64)>) 
     }
 }
 
-/// Dashed horizontal or vertical line in backend pixels.
-pub(crate) fn dashed_segments(from: (i32, i32), to: (i32, i32)) -> Vec<[(i32, i32); 2]> {
-    let (dx, dy) = ((to.0 - from.0) as f64, (to.1 - from.1) as f64);
-    let len = (dx * dx + dy * dy).sqrt();
-    let (dash, gap) = (7.0, 5.0);
-    let mut out = Vec::new();
-    let mut s = 0.0;
-    while s < len {
-        let e = (s + dash).min(len);
-        let p = |t: f64| {
-            (
-                from.0 + (dx * t / len).round() as i32,
-                from.1 + (dy * t / len).round() as i32,
-            )
-        };
-        out.push([p(s), p(e)]);
-        s += dash + gap;
+const DASH_PX: f64 = 7.0;
+const GAP_PX: f64 = 5.0;
+
+/// Cuts a polyline in backend pixels into dashes. The pattern runs on
+/// across vertices, so short segments (a densely sampled curve) still show
+/// dashes rather than a solid line.
+pub(crate) fn dash_polyline(points: &[(i32, i32)]) -> Vec<Vec<(i32, i32)>> {
+    let period = DASH_PX + GAP_PX;
+    let mut out: Vec<Vec<(i32, i32)>> = Vec::new();
+    let mut current: Vec<(i32, i32)> = Vec::new();
+    // Distance travelled since the pattern started.
+    let mut s = 0.0f64;
+    let on = |s: f64| s.rem_euclid(period) < DASH_PX;
+    let round = |x: f64, y: f64| (x.round() as i32, y.round() as i32);
+    for w in points.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let (dx, dy) = (f64::from(b.0 - a.0), f64::from(b.1 - a.1));
+        let len = (dx * dx + dy * dy).sqrt();
+        if len == 0.0 {
+            continue;
+        }
+        let at = |t: f64| round(f64::from(a.0) + dx * t / len, f64::from(a.1) + dy * t / len);
+        let mut t = 0.0;
+        while t < len {
+            // Next change of the pattern, or the end of this segment.
+            let phase = s.rem_euclid(period);
+            let to_switch = if phase < DASH_PX {
+                DASH_PX - phase
+            } else {
+                period - phase
+            };
+            let step = to_switch.min(len - t).max(1e-9);
+            if on(s) {
+                if current.is_empty() {
+                    current.push(at(t));
+                }
+                current.push(at(t + step));
+            } else if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            t += step;
+            s += step;
+        }
     }
+    if current.len() > 1 {
+        out.push(current);
+    }
+    out.retain(|d| d.len() > 1);
     out
 }
 
@@ -472,10 +539,19 @@ mod tests {
     }
 
     #[test]
-    fn dashes_cover_the_segment() {
-        let d = dashed_segments((0, 0), (100, 0));
-        assert_eq!(d.first().unwrap()[0], (0, 0));
-        assert!(d.last().unwrap()[1].0 <= 100);
-        assert!(d.len() >= 8);
+    fn dashes_follow_the_pattern_across_vertices() {
+        let d = dash_polyline(&[(0, 0), (100, 0)]);
+        // 100 px at a 12 px period: 9 dashes, the last one partial.
+        assert_eq!(d.len(), 9);
+        assert_eq!(d[0], vec![(0, 0), (7, 0)]);
+        assert_eq!(d[1], vec![(12, 0), (19, 0)]);
+        // Many 2 px segments still dash (no segment is drawn solid).
+        let wiggle: Vec<(i32, i32)> = (0..=50).map(|i| (2 * i, 0)).collect();
+        let d = dash_polyline(&wiggle);
+        assert_eq!(d.len(), 9);
+        assert_eq!(d[1].first(), Some(&(12, 0)));
+        assert_eq!(d[1].last(), Some(&(19, 0)));
+        assert!(dash_polyline(&[(5, 5)]).is_empty());
+        assert!(dash_polyline(&[(5, 5), (5, 5)]).is_empty());
     }
 }

@@ -393,8 +393,15 @@ impl Draw for PreparedHeatmap {
         }
         if row_stride > 1 || col_stride > 1 {
             // Not a note under the title: it is a matter of space, not data.
+            let what = match (row_stride > 1, col_stride > 1) {
+                (true, true) => {
+                    format!("one row label in {row_stride}, one column label in {col_stride} shown")
+                }
+                (true, false) => format!("one row label in {row_stride} shown"),
+                _ => format!("one column label in {col_stride} shown"),
+            };
             root.draw(&Text::new(
-                "(every label not shown: too many to fit)".to_string(),
+                format!("({what})"),
                 (px.end, py.end + x_area - 4),
                 frame::grey_font(11.0).pos(Pos::new(HPos::Right, VPos::Bottom)),
             ))?;

@@ -7,7 +7,8 @@ use crate::axis::NumAxis;
 use crate::error::FigureError;
 use crate::figure::{LinePlot, SeriesStyle};
 use crate::frame::{
-    self, BAND_ALPHA, Draw, LegendEntry, Swatch, draw_header, draw_legend, palette, sample_polyline,
+    self, BAND_ALPHA, Dash, Draw, LegendEntry, PALETTE, Swatch, dash_polyline, draw_header,
+    draw_legend, palette, sample_polyline,
 };
 
 pub(crate) struct PreparedLine {
@@ -23,6 +24,8 @@ pub(crate) struct PreparedLine {
 struct PreparedSeries {
     name: String,
     color: RGBColor,
+    /// Series past the palette's length repeat its colours with dashes.
+    dash: Dash,
     style: SeriesStyle,
     /// Stretches of consecutive drawable points; a dropped point ends one.
     runs: Vec<Vec<(f64, f64)>>,
@@ -189,10 +192,22 @@ pub(crate) fn prepare(spec: &LinePlot) -> Result<PreparedLine, FigureError> {
         series.push(PreparedSeries {
             name: s.name.clone(),
             color: palette(i),
+            dash: if (i / PALETTE.len()) % 2 == 1 {
+                Dash::Dashed
+            } else {
+                Dash::Solid
+            },
             style: s.style,
             runs,
             band_runs,
         });
+    }
+    if spec.series.len() > 2 * PALETTE.len() {
+        notes.push(format!(
+            "{} series: past {}, colours and dash styles repeat",
+            spec.series.len(),
+            2 * PALETTE.len()
+        ));
     }
     if xs.is_empty() {
         return Err(FigureError::NothingToPlot {
@@ -272,10 +287,21 @@ impl Draw for PreparedLine {
             let markers = matches!(s.style, SeriesStyle::Points | SeriesStyle::LineAndPoints);
             for run in &s.runs {
                 if lines && run.len() > 1 {
-                    chart.draw_series(std::iter::once(PathElement::new(
-                        run.clone(),
-                        s.color.stroke_width(2),
-                    )))?;
+                    match s.dash {
+                        Dash::Solid => {
+                            chart.draw_series(std::iter::once(PathElement::new(
+                                run.clone(),
+                                s.color.stroke_width(2),
+                            )))?;
+                        }
+                        Dash::Dashed => {
+                            let px: Vec<(i32, i32)> =
+                                run.iter().map(|p| chart.backend_coord(p)).collect();
+                            for dash in dash_polyline(&px) {
+                                root.draw(&PathElement::new(dash, s.color.stroke_width(2)))?;
+                            }
+                        }
+                    }
                 }
                 // A lone point of a line series would be invisible without
                 // a marker.
@@ -289,14 +315,18 @@ impl Draw for PreparedLine {
             .series
             .iter()
             .filter(|s| !s.name.trim().is_empty())
-            .map(|s| LegendEntry {
-                label: s.name.clone(),
-                swatch: match (s.style, s.band_runs.is_empty()) {
-                    (_, false) => Swatch::LineBand(s.color),
-                    (SeriesStyle::Line, true) => Swatch::Line(s.color),
-                    (SeriesStyle::Points, true) => Swatch::Marker(s.color),
-                    (SeriesStyle::LineAndPoints, true) => Swatch::LineMarker(s.color),
-                },
+            .map(|s| {
+                let lines = matches!(s.style, SeriesStyle::Line | SeriesStyle::LineAndPoints);
+                let lone = s.runs.iter().any(|r| r.len() == 1);
+                LegendEntry {
+                    label: s.name.clone(),
+                    swatch: Swatch {
+                        color: s.color,
+                        band: !s.band_runs.is_empty(),
+                        line: lines.then_some(s.dash),
+                        marker: !matches!(s.style, SeriesStyle::Line) || lone,
+                    },
+                }
             })
             .collect();
         let (px, py) = chart.plotting_area().get_pixel_range();

@@ -326,7 +326,7 @@ impl Draw for PreparedScatter {
 
         let mut entries = vec![LegendEntry {
             label: "measured".into(),
-            swatch: Swatch::Marker(POINT_COLOR),
+            swatch: Swatch::marker(POINT_COLOR),
         }];
         if let Some(fit) = &self.fit {
             if fit.band.len() > 1 {
@@ -344,12 +344,12 @@ impl Draw for PreparedScatter {
             )))?;
             entries.push(LegendEntry {
                 label: fit.legend.clone(),
-                swatch: Swatch::Line(FIT_COLOR),
+                swatch: Swatch::line(FIT_COLOR),
             });
             if let (Some(l), true) = (&fit.band_legend, fit.band.len() > 1) {
                 entries.push(LegendEntry {
                     label: l.clone(),
-                    swatch: Swatch::Band(FIT_COLOR),
+                    swatch: Swatch::band(FIT_COLOR),
                 });
             }
         }
@@ -360,7 +360,11 @@ impl Draw for PreparedScatter {
                 let b = chart.backend_coord(&(x, hi));
                 let style = POINT_COLOR.stroke_width(1);
                 root.draw(&PathElement::new(vec![a, b], style))?;
-                for end in [a, b] {
+                // A bar cut at the bottom of a log axis gets no cap there: it
+                // does not end, it leaves the plot.
+                let cut = lo <= self.y.lo();
+                let ends = if cut { vec![b] } else { vec![a, b] };
+                for end in ends {
                     root.draw(&PathElement::new(
                         vec![(end.0 - 4, end.1), (end.0 + 4, end.1)],
                         style,

@@ -79,6 +79,29 @@ fn line_plot_draws_every_series_in_svg_and_png() {
 }
 
 #[test]
+fn series_past_the_palette_are_dashed() {
+    let series = |n: usize| -> Vec<Series> {
+        (0..n)
+            .map(|i| Series::line(format!("s{i}"), ramp(10, i as f64)))
+            .collect()
+    };
+    let ten = Figure::from(line_plot(series(10))).render().unwrap();
+    // Series 0 and its legend line, both solid.
+    assert_eq!(series_lines(&ten.svg, BLUE), 2);
+    // Series 10 reuses blue, dashed: many short pieces, not one line.
+    let eleven = Figure::from(line_plot(series(11))).render().unwrap();
+    let blue = series_lines(&eleven.svg, BLUE);
+    assert!(blue > 2 + 10, "{blue} blue pieces");
+    assert!(eleven.notes.is_empty());
+    let many = Figure::from(line_plot(series(21))).render().unwrap();
+    assert!(
+        many.notes.iter().any(|n| n.contains("repeat")),
+        "{:?}",
+        many.notes
+    );
+}
+
+#[test]
 fn x_ticks_follow_the_data_range() {
     let r = Figure::from(line_plot(vec![Series::line("a", ramp(25, 0.02))]))
         .render()
@@ -158,8 +181,9 @@ fn a_single_point_gets_a_marker_and_a_valid_range() {
         .render()
         .unwrap();
     check_svg(&r.svg);
-    // A one-point line would be invisible: it is drawn as a marker.
-    assert_eq!(markers(&r.svg, BLUE), 1);
+    // A one-point line would be invisible: it is drawn as a marker (and
+    // the legend shows one too).
+    assert_eq!(markers(&r.svg, BLUE), 1 + 1);
     // x ticks lie near 30, so labels below 1 are y ticks around 0.5.
     let y_ticks: Vec<f64> = svg_texts(&r.svg)
         .iter()
@@ -222,8 +246,10 @@ fn log_axis_drops_non_positive_values_with_a_note() {
         "{:?}",
         r.notes
     );
-    // Three stretches of one point each: each a marker, no line.
-    assert_eq!(markers(&r.svg, BLUE), 3);
+    // Three stretches of one point each: each a marker, no line; the
+    // legend shows a marker too.
+    assert_eq!(markers(&r.svg, BLUE), 3 + 1);
+    assert_eq!(series_lines(&r.svg, BLUE), 1);
     check_svg(&r.svg);
 
     plot.series[0].points = vec![(1.0, 0.0), (2.0, -3.0)];
