@@ -60,7 +60,12 @@ impl NumAxis {
                 let pad = (lhi - llo) * PAD_FRACTION;
                 (llo - pad, lhi + pad)
             };
-            Ok(NumAxis::log(10f64.powf(llo), 10f64.powf(lhi)))
+            let (lo, hi) = (10f64.powf(llo), 10f64.powf(lhi));
+            // Padding can push the ends of extreme data to 0 or infinity.
+            if !(lo > 0.0 && hi.is_finite()) {
+                return Err(FigureError::RangeOverflow);
+            }
+            Ok(NumAxis::log(lo, hi))
         } else {
             if include_zero {
                 lo = lo.min(0.0);
@@ -86,6 +91,9 @@ impl NumAxis {
                 if hi == 0.0 {
                     phi = 0.0;
                 }
+            }
+            if !(plo.is_finite() && phi.is_finite()) {
+                return Err(FigureError::RangeOverflow);
             }
             Ok(NumAxis::linear(plo, phi))
         }
@@ -507,6 +515,14 @@ mod tests {
         assert!(NumAxis::covering([f64::NAN], false, false).is_err());
         assert!(matches!(
             NumAxis::covering([-f64::MAX, f64::MAX], false, false),
+            Err(FigureError::RangeOverflow)
+        ));
+        assert!(matches!(
+            NumAxis::covering([1.0, f64::MAX], false, false),
+            Err(FigureError::RangeOverflow)
+        ));
+        assert!(matches!(
+            NumAxis::covering([1e-320, 1.0, f64::MAX], true, false),
             Err(FigureError::RangeOverflow)
         ));
     }

@@ -25,8 +25,8 @@ pub enum FigureError {
     #[error("heatmap {title:?}: {problem}")]
     Shape { title: String, problem: String },
 
-    /// Values so far apart that the axis span overflows f64.
-    #[error("values span a range too large to draw (overflows f64)")]
+    /// Values so extreme that the axis range overflows f64.
+    #[error("values too extreme to draw: the axis range overflows f64")]
     RangeOverflow,
 
     /// Width or height too small to hold a figure.

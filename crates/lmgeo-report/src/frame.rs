@@ -171,13 +171,19 @@ pub(crate) fn fit_text<DB: DrawingBackend>(
     if text_width(area, text, style) <= max_px {
         return text.to_string();
     }
-    let mut n = text.chars().count();
-    while n > 1 {
-        n -= 1;
-        let t = truncate_chars(text, n);
-        if text_width(area, &t, style) <= max_px {
-            return t;
+    // Binary search on the number of characters kept: a pasted paragraph
+    // as a title must not cost one measurement per character.
+    let (mut fits, mut too_long) = (0usize, text.chars().count());
+    while too_long - fits > 1 {
+        let mid = (fits + too_long) / 2;
+        if text_width(area, &truncate_chars(text, mid), style) <= max_px {
+            fits = mid;
+        } else {
+            too_long = mid;
         }
+    }
+    if fits > 1 {
+        return truncate_chars(text, fits);
     }
     "…".into()
 }

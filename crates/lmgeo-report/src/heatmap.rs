@@ -45,6 +45,33 @@ const COLORBAR_STRIP: i32 = 16;
 const MAX_COL_CHARS: usize = 16;
 const MAX_ROW_CHARS: usize = 32;
 const LABEL_SIZE: f64 = 12.0;
+/// Most cells drawn along one axis; larger matrices are drawn as block means.
+const MAX_CELLS_PER_AXIS: usize = 240;
+
+/// Means of the finite values in blocks of `br` rows by `bc` columns (NaN
+/// where a block has none).
+fn block_means(values: &[Vec<f64>], br: usize, bc: usize) -> Vec<Vec<f64>> {
+    let cols = values.first().map_or(0, Vec::len);
+    values
+        .chunks(br)
+        .map(|block| {
+            (0..cols.div_ceil(bc))
+                .map(|j| {
+                    let (mut sum, mut n) = (0.0, 0usize);
+                    for row in block {
+                        for &v in row.iter().skip(j * bc).take(bc) {
+                            if v.is_finite() {
+                                sum += v;
+                                n += 1;
+                            }
+                        }
+                    }
+                    if n == 0 { f64::NAN } else { sum / n as f64 }
+                })
+                .collect()
+        })
+        .collect()
+}
 
 fn interpolate(stops: &[(u8, u8, u8)], t: f64) -> RGBColor {
     let t = if t.is_finite() {
@@ -170,6 +197,26 @@ pub(crate) fn prepare(spec: &Heatmap) -> Result<PreparedHeatmap, FigureError> {
             ));
         }
     }
+    // Past a few hundred cells per axis, cells are thinner than a pixel or
+    // two and an SVG of one rect per cell runs to hundreds of megabytes (a
+    // 2312 x 2312 distance matrix). Such matrices are drawn as block means.
+    let (br, bc) = (
+        rows.div_ceil(MAX_CELLS_PER_AXIS),
+        cols.div_ceil(MAX_CELLS_PER_AXIS),
+    );
+    let (colors, raw, row_labels, col_labels) = if br > 1 || bc > 1 {
+        notes.push(format!(
+            "{rows}×{cols} matrix drawn as means of {br}×{bc} blocks (labels: first of each block)"
+        ));
+        (
+            block_means(&colors, br, bc),
+            block_means(&spec.values, br, bc),
+            row_labels.into_iter().step_by(br).collect(),
+            col_labels.into_iter().step_by(bc).collect(),
+        )
+    } else {
+        (colors, spec.values.clone(), row_labels, col_labels)
+    };
     let finite = colors.iter().flatten().copied().filter(|v| v.is_finite());
     let (mut vmin, mut vmax) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
         (a.min(v), b.max(v))
@@ -203,7 +250,7 @@ pub(crate) fn prepare(spec: &Heatmap) -> Result<PreparedHeatmap, FigureError> {
         row_labels,
         col_labels,
         colors,
-        raw: spec.values.clone(),
+        raw,
         vmin,
         vmax,
         symmetric: spec.symmetric,
@@ -495,6 +542,20 @@ mod tests {
         // Out-of-range and NaN positions do not panic.
         assert_eq!(interpolate(&VIRIDIS, 7.0), RGBColor(0xFD, 0xE7, 0x25));
         let _ = interpolate(&VIRIDIS, f64::NAN);
+    }
+
+    #[test]
+    fn block_means_skip_nan_and_cover_ragged_edges() {
+        let v = vec![
+            vec![1.0, 2.0, 3.0],
+            vec![3.0, f64::NAN, 5.0],
+            vec![f64::NAN, f64::NAN, 7.0],
+        ];
+        let m = block_means(&v, 2, 2);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0], vec![2.0, 4.0]);
+        assert!(m[1][0].is_nan());
+        assert_eq!(m[1][1], 7.0);
     }
 
     #[test]

@@ -743,3 +743,34 @@ fn square_matrices_get_square_cells() {
     assert_eq!(wide.len(), 10);
     assert!(wide.iter().all(|&(w, h)| w != h));
 }
+
+#[test]
+fn huge_matrices_are_drawn_as_block_means() {
+    let n = 1000;
+    let mut values: Vec<Vec<f64>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| if i / 500 == j / 500 { 0.0 } else { 1.0 })
+                .collect()
+        })
+        .collect();
+    values[3][3] = f64::NAN;
+    let r = Figure::from(heatmap(values)).render().unwrap();
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("1000×1000") && n.contains("5×5 blocks")),
+        "{:?}",
+        r.notes
+    );
+    // 200 x 200 blocks, not a million cells.
+    let cells = elements(&r.svg, "rect", &["stroke=\"none\""]).len();
+    assert!(cells <= 200 * 200 + 300, "{cells} rects");
+    assert!(r.svg.len() < 10_000_000, "{} bytes of SVG", r.svg.len());
+    // The block structure survives: the two diagonal blocks are the low
+    // colour, the off-diagonal ones the high colour, in equal shares.
+    let img = decode_png(&r.png);
+    let (low, high) = (img.count(VIRIDIS_LOW), img.count(VIRIDIS_HIGH));
+    assert!(low > 20_000 && high > 20_000, "{low} {high}");
+    assert!((low as f64 / high as f64 - 1.0).abs() < 0.1, "{low} {high}");
+}
