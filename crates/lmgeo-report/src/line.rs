@@ -159,28 +159,25 @@ pub(crate) fn prepare(spec: &LinePlot) -> Result<PreparedLine, FigureError> {
             sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut current = Vec::new();
             for (x, lo, hi) in sorted {
-                let (lo, hi) = (lo.min(hi), lo.max(hi));
+                // Checked before ordering the bounds: f64::min would quietly
+                // replace a NaN bound with the other one.
                 if x_ok(x) && y_ok(lo) && y_ok(hi) {
+                    let (lo, hi) = (lo.min(hi), lo.max(hi));
                     current.push((x, lo, hi));
                     xs.push(x);
                     ys.push(lo);
                     ys.push(hi);
                 } else {
                     dropped.band += 1;
-                    if current.len() > 1 {
+                    if !current.is_empty() {
                         band_runs.push(std::mem::take(&mut current));
-                    } else {
-                        current.clear();
                     }
                 }
             }
-            if current.len() > 1 {
+            // A stretch of one entry has no area to fill; it is still kept
+            // and drawn as a vertical bar.
+            if !current.is_empty() {
                 band_runs.push(current);
-            } else if current.len() == 1 {
-                // A band needs two x positions to have an area; a lone entry
-                // is still shown, as a vertical bar.
-                let (x, lo, hi) = current[0];
-                band_runs.push(vec![(x, lo, hi), (x, lo, hi)]);
             }
         }
         if let Some(note) = dropped.note(&s.name, spec.x_log, spec.y_log) {
@@ -274,6 +271,15 @@ impl Draw for PreparedLine {
 
         for s in &self.series {
             for run in &s.band_runs {
+                if run.iter().all(|e| e.0 == run[0].0) {
+                    // No width to fill: a thick translucent bar instead.
+                    let (x, lo, hi) = run[0];
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(x, lo), (x, hi)],
+                        s.color.mix(2.0 * BAND_ALPHA).stroke_width(8),
+                    )))?;
+                    continue;
+                }
                 let mut poly: Vec<(f64, f64)> = run.iter().map(|&(x, _, hi)| (x, hi)).collect();
                 poly.extend(run.iter().rev().map(|&(x, lo, _)| (x, lo)));
                 chart.draw_series(std::iter::once(Polygon::new(

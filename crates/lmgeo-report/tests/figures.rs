@@ -135,6 +135,23 @@ fn band_is_drawn_as_one_polygon_per_stretch() {
 }
 
 #[test]
+fn band_with_one_usable_entry_is_still_visible() {
+    let band = vec![(0.0, 0.5, 1.5), (1.0, f64::NAN, 2.0)];
+    let r = Figure::from(line_plot(vec![
+        Series::line("seeds", vec![(0.0, 1.0), (1.0, 1.5)]).with_band(band),
+    ]))
+    .render()
+    .unwrap();
+    assert!(r.notes[0].contains("1 band entry dropped"), "{:?}", r.notes);
+    let bar = elements(
+        &r.svg,
+        "polyline",
+        &[&format!("stroke=\"{}\"", hex(BLUE)), "stroke-width=\"8\""],
+    );
+    assert_eq!(bar.len(), 1);
+}
+
+#[test]
 fn unordered_points_are_drawn_in_x_order() {
     let r = Figure::from(line_plot(vec![Series::line(
         "shuffled",
