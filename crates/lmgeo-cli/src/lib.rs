@@ -100,6 +100,9 @@ pub enum Command {
         /// Keep rows whose `metric` column equals this.
         #[arg(long)]
         metric: Option<String>,
+        /// Also print the `experiment` and `params` columns.
+        #[arg(long)]
+        all_columns: bool,
     },
     /// Remove store entries that no experiment and no recent run reaches.
     Gc {
@@ -227,12 +230,25 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Show { path, rows, metric } => {
+        Command::Show {
+            path,
+            rows,
+            metric,
+            all_columns,
+        } => {
             let file = if path.is_dir() { path.join("results.parquet") } else { path };
             let mut frame = lmgeo_tables::read_parquet(&file)?;
             if let Some(metric) = metric {
-                let keep = frame.column("metric")?.str()?.equal(metric.as_str());
-                frame = frame.filter(&keep)?;
+                frame = lmgeo_tables::filter_equal(&frame, "metric", &metric)?;
+            }
+            if !all_columns {
+                // The experiment name repeats on every row and the parameter
+                // JSON is long: both stay in the file, out of the way here.
+                for column in ["experiment", "params"] {
+                    if frame.column(column).is_ok() {
+                        frame = frame.drop(column)?;
+                    }
+                }
             }
             println!("{}", lmgeo_tables::format_frame(&frame, rows));
             Ok(ExitCode::SUCCESS)
@@ -356,6 +372,15 @@ fn explain(graph: &Graph, store: &Store, node: &str) -> anyhow::Result<ExitCode>
         }
         if let Some(key) = &entry.key {
             println!("  key: {key}");
+        }
+        if let (Some(key), Some(preimage)) = (&entry.key, &entry.preimage)
+            && let Some(previous) = store.name(&graph.experiment.name, &instance.id)
+            && &previous.key != key
+        {
+            println!("  differs from the last run of this node in:");
+            for line in lmgeo_dag::key::explain_difference(&previous.preimage, preimage) {
+                println!("    - {line}");
+            }
         }
         if !instance.coords.is_empty() {
             let coords: Vec<String> = instance.coords.iter().map(|(a, v)| format!("{a}={v}")).collect();

@@ -333,6 +333,10 @@ impl Builder<'_> {
             let mut per_ref = Vec::new();
             for r in &input.refs {
                 let upstream = &by_node[&r.node];
+                if upstream.is_empty() {
+                    // The upstream node was rejected; its error is reported.
+                    return Vec::new();
+                }
                 let upstream_axes: Vec<String> = instances[upstream[0]]
                     .coords
                     .iter()

@@ -2,9 +2,12 @@
 //! the engine's [`lmgeo_dag::Node`] contract. Plugins register into the same
 //! [`lmgeo_dag::Registry`].
 
+pub mod common;
 pub mod demo;
 mod metrics_io;
 mod npy;
+pub mod probes;
+pub mod report;
 
 pub use metrics_io::read_metrics;
 
@@ -14,5 +17,6 @@ use lmgeo_dag::Registry;
 pub fn builtin_registry() -> Registry {
     let mut registry = Registry::new();
     demo::register(&mut registry);
+    probes::register(&mut registry);
     registry
 }

@@ -189,6 +189,12 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame, TableError> {
     Ok(ParquetReader::new(file).finish()?)
 }
 
+/// The rows whose text column `column` equals `value`.
+pub fn filter_equal(frame: &DataFrame, column: &str, value: &str) -> Result<DataFrame, TableError> {
+    let keep = frame.column(column)?.str()?.equal(value);
+    Ok(frame.filter(&keep)?)
+}
+
 /// A frame as aligned text, at most `max_rows` rows.
 pub fn format_frame(frame: &DataFrame, max_rows: usize) -> String {
     // polars reads its display limits from the environment.
@@ -198,6 +204,7 @@ pub fn format_frame(frame: &DataFrame, max_rows: usize) -> String {
         std::env::set_var("POLARS_FMT_MAX_ROWS", max_rows.to_string());
         std::env::set_var("POLARS_FMT_MAX_COLS", "40");
         std::env::set_var("POLARS_FMT_STR_LEN", "60");
+        std::env::set_var("POLARS_TABLE_WIDTH", "220");
     }
     format!("{frame}")
 }

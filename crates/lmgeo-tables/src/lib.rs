@@ -6,14 +6,18 @@
 //! - tidy analysis and result tables, built and written with polars
 //!   ([`frame`], [`results`]).
 
+pub mod attention;
 pub mod embeddings;
 pub mod frame;
 pub mod results;
 
+pub use polars::prelude::DataFrame;
+
 use std::path::{Path, PathBuf};
 
+pub use attention::{AttentionReader, AttentionRow, AttentionWriter};
 pub use embeddings::{EmbeddingReader, EmbeddingWriter, MatrixRows, TextMatrix};
-pub use frame::{Cell, Record, format_frame, frame_from_records, read_parquet, write_csv, write_parquet};
+pub use frame::{Cell, Record, filter_equal, format_frame, frame_from_records, read_parquet, write_csv, write_parquet};
 pub use results::{ResultRow, results_frame};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,176 @@
+//! Parameter types and helpers shared by the probe kinds.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use lmgeo_dag::{MetricRow, NodeError, ParamError};
+use lmgeo_probes::preprocess::Preprocess;
+use lmgeo_tables::{EmbeddingReader, TextMatrix};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Row preprocessing, as written in experiment files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PreprocessParam {
+    /// Subtract the mean token, then scale rows to unit norm.
+    #[default]
+    CenterL2,
+    /// Scale rows to unit norm only.
+    L2,
+    None,
+}
+
+impl From<PreprocessParam> for Preprocess {
+    fn from(p: PreprocessParam) -> Self {
+        match p {
+            PreprocessParam::CenterL2 => Preprocess::CenterL2,
+            PreprocessParam::L2 => Preprocess::L2,
+            PreprocessParam::None => Preprocess::None,
+        }
+    }
+}
+
+/// Which layers a probe reads: `"all"`, `"last"` (the last block), or a list
+/// of layer numbers (0 = embeddings, 1..=L the blocks, L+1 the final norm).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Layers {
+    Named(LayerName),
+    List(Vec<i32>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerName {
+    All,
+    Last,
+}
+
+impl Default for Layers {
+    fn default() -> Self {
+        Layers::Named(LayerName::All)
+    }
+}
+
+impl Layers {
+    pub fn check(&self, field: &str) -> Result<(), ParamError> {
+        match self {
+            Layers::List(list) if list.is_empty() => Err(ParamError::field(field, "is an empty list of layers")),
+            Layers::List(list) if list.iter().any(|l| *l < 0) => {
+                Err(ParamError::field(field, "has a negative layer; 0 is the embedding layer"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The layers to read from a table, using its metadata: `lmgeo.layers`
+    /// (comma-separated) and `lmgeo.final_norm_layer`.
+    pub fn resolve(&self, table: &Path) -> Result<Option<Vec<i32>>, NodeError> {
+        match self {
+            Layers::Named(LayerName::All) => Ok(None),
+            Layers::List(list) => Ok(Some(list.clone())),
+            Layers::Named(LayerName::Last) => {
+                let reader = EmbeddingReader::open(table)?;
+                let final_norm: Option<i32> = reader.metadata("lmgeo.final_norm_layer").and_then(|v| v.parse().ok());
+                let layers: Vec<i32> = match reader.metadata("lmgeo.layers") {
+                    Some(list) => list.split(',').filter_map(|v| v.trim().parse().ok()).collect(),
+                    None => {
+                        let mut seen: Vec<i32> = Vec::new();
+                        for m in reader {
+                            let layer = m?.layer;
+                            if !seen.contains(&layer) {
+                                seen.push(layer);
+                            }
+                        }
+                        seen
+                    }
+                };
+                let last = layers
+                    .into_iter()
+                    .filter(|l| Some(*l) != final_norm)
+                    .max()
+                    .ok_or_else(|| NodeError::msg(format!("{} has no layers", table.display())))?;
+                Ok(Some(vec![last]))
+            }
+        }
+    }
+}
+
+/// Applies `f` to every (text, layer) matrix of a table, in parallel over
+/// batches of matrices, keeping the table's order. Memory: one batch.
+pub fn map_matrices<R: Send>(
+    table: &Path,
+    layers: Option<Vec<i32>>,
+    f: impl Fn(&TextMatrix) -> Result<R, NodeError> + Sync,
+) -> Result<Vec<R>, NodeError> {
+    let mut reader = EmbeddingReader::open(table)?;
+    if let Some(layers) = layers {
+        reader = reader.with_layers(layers);
+    }
+    let batch_size = 2 * rayon::current_num_threads().max(1);
+    let mut out = Vec::new();
+    let mut batch: Vec<TextMatrix> = Vec::with_capacity(batch_size);
+    let flush = |batch: &mut Vec<TextMatrix>, out: &mut Vec<R>| -> Result<(), NodeError> {
+        let results: Vec<Result<R, NodeError>> = batch.par_iter().map(&f).collect();
+        for r in results {
+            out.push(r?);
+        }
+        batch.clear();
+        Ok(())
+    };
+    for matrix in reader {
+        batch.push(matrix?);
+        if batch.len() == batch_size {
+            flush(&mut batch, &mut out)?;
+        }
+    }
+    flush(&mut batch, &mut out)?;
+    Ok(out)
+}
+
+/// Mean and standard error of the mean (n - 1 in the variance; 0 for n = 1).
+pub fn mean_sem(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (var / n).sqrt())
+}
+
+/// Per-layer mean, standard error and count of named quantities, as metric
+/// rows with dimensions `layer` and `stat`.
+pub fn layer_summary(values: &BTreeMap<(i32, String), Vec<f64>>) -> Vec<MetricRow> {
+    let mut rows = Vec::new();
+    for ((layer, metric), v) in values {
+        let (mean, sem) = mean_sem(v);
+        rows.push(MetricRow::new(metric.clone(), mean).dim("layer", i64::from(*layer)).dim("stat", "mean"));
+        rows.push(MetricRow::new(metric.clone(), sem).dim("layer", i64::from(*layer)).dim("stat", "sem"));
+        rows.push(MetricRow::new(metric.clone(), v.len() as f64).dim("layer", i64::from(*layer)).dim("stat", "n"));
+    }
+    rows
+}
+
+/// A probe's error on one matrix, saying which.
+pub fn on_matrix(m: &TextMatrix, e: impl std::fmt::Display) -> NodeError {
+    NodeError::msg(format!("text `{}`, layer {}: {e}", m.text_id, m.layer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_standard_error() {
+        let (m, s) = mean_sem(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(m, 2.5);
+        // sample variance 5/3, sem = sqrt(5/3 / 4)
+        assert!((s - (5.0f64 / 12.0).sqrt()).abs() < 1e-15);
+        assert_eq!(mean_sem(&[7.0]), (7.0, 0.0));
+    }
+}

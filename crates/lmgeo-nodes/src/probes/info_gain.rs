@@ -1,0 +1,265 @@
+//! `info_gain`: Gaussian-process information gain of a new token given its
+//! context, the GP = ridge identity, and the gain of every token against its
+//! prefix (method.md §3).
+
+use std::collections::BTreeMap;
+
+use faer::Mat;
+use lmgeo_dag::{InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext};
+use lmgeo_probes::gp::{center_l2_against_context, gain_curve, information_gain};
+use lmgeo_probes::preprocess::{Preprocess, preprocess};
+use lmgeo_tables::{Cell, Record, TextMatrix};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Layers, layer_summary, map_matrices, on_matrix};
+
+fn default_sigma() -> f64 {
+    lmgeo_probes::gp::DEFAULT_SIGMA
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Preprocessing for the gain: never centre with the full-sequence mean by
+/// default, since that puts the last token in the span of the others and
+/// the gain collapses to an artefact of sigma (method.md §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GainPreprocess {
+    /// Unit rows, no centring.
+    #[default]
+    L2,
+    /// Centre context and new token with the context's own mean, then unit rows.
+    ContextCenterL2,
+    /// Full-sequence centring: kept to demonstrate the artefact.
+    CenterL2,
+    None,
+}
+
+/// Which token is the "new" one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Position {
+    Last(LastWord),
+    Index(i64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LastWord {
+    Last,
+}
+
+impl Default for Position {
+    fn default() -> Self {
+        Position::Last(LastWord::Last)
+    }
+}
+
+impl Position {
+    /// The 0-based index in a sequence of `n` tokens (negative counts from the end).
+    pub fn resolve(&self, n: usize) -> Option<usize> {
+        match self {
+            Position::Last(_) => n.checked_sub(1),
+            Position::Index(i) if *i >= 0 => (*i as usize).lt(&n).then_some(*i as usize),
+            Position::Index(i) => n.checked_sub(i.unsigned_abs() as usize),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfoGainParams {
+    /// GP noise sigma.
+    #[serde(default = "default_sigma")]
+    pub sigma: f64,
+    #[serde(default)]
+    pub preprocess: GainPreprocess,
+    /// The new token: "last" or an index (negative counts from the end).
+    #[serde(default)]
+    pub position: Position,
+    #[serde(default)]
+    pub layers: Layers,
+    /// Also compute the gain of every token against its prefix.
+    #[serde(default = "default_true")]
+    pub curve: bool,
+}
+
+pub struct InfoGain;
+
+struct TextGain {
+    text_id: String,
+    layer: i32,
+    position: usize,
+    s2_gp: f64,
+    s2_ridge: f64,
+    relative_difference: f64,
+    gain: f64,
+    curve: Vec<f64>,
+}
+
+fn rows_of(m: &TextMatrix, range: std::ops::Range<usize>) -> Mat<f64> {
+    Mat::from_fn(range.len(), m.cols, |i, j| f64::from(m.row(range.start + i)[j]))
+}
+
+impl Node for InfoGain {
+    type Params = InfoGainParams;
+    const KIND: &'static str = "info_gain";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "GP information gain of a new token, GP = ridge check, gain per position";
+
+    fn interface(&self, p: &InfoGainParams) -> Result<Interface, ParamError> {
+        if !(p.sigma > 0.0 && p.sigma.is_finite()) {
+            return Err(ParamError::field("sigma", "must be a positive number"));
+        }
+        p.layers.check("layers")?;
+        Ok(Interface {
+            inputs: vec![InputPort::one("embeddings", "an embedding table")],
+            outputs: vec![
+                OutputPort::published("per_text", "s^2 by both routes, their difference and the gain per (text, layer)"),
+                OutputPort::published("curve", "gain of each token against its prefix, per (text, layer, position)"),
+            ],
+            ..Interface::default()
+        })
+    }
+
+    fn run(&self, p: &InfoGainParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
+        let table = ctx.single_input("embeddings")?.path.clone();
+        let layers = p.layers.resolve(&table)?;
+        let results = map_matrices(&table, layers, |m| {
+            let position = p
+                .position
+                .resolve(m.rows)
+                .filter(|t| *t >= 1)
+                .ok_or_else(|| on_matrix(m, format!("no token {:?} with a non-empty context among {} tokens", p.position, m.rows)))?;
+            let context = rows_of(m, 0..position);
+            let new: Vec<f64> = m.row(position).iter().map(|v| f64::from(*v)).collect();
+            let (context, new) = match p.preprocess {
+                GainPreprocess::L2 => {
+                    let c = preprocess(context.as_ref(), Preprocess::L2).map_err(|e| on_matrix(m, e))?;
+                    let z = Mat::from_fn(1, new.len(), |_, j| new[j]);
+                    let z = preprocess(z.as_ref(), Preprocess::L2).map_err(|e| on_matrix(m, e))?;
+                    (c, (0..z.ncols()).map(|j| z[(0, j)]).collect())
+                }
+                GainPreprocess::ContextCenterL2 => {
+                    center_l2_against_context(context.as_ref(), &new).map_err(|e| on_matrix(m, e))?
+                }
+                GainPreprocess::CenterL2 => {
+                    let all = rows_of(m, 0..position + 1);
+                    let all = preprocess(all.as_ref(), Preprocess::CenterL2).map_err(|e| on_matrix(m, e))?;
+                    let c = Mat::from_fn(position, all.ncols(), |i, j| all[(i, j)]);
+                    (c, (0..all.ncols()).map(|j| all[(position, j)]).collect())
+                }
+                GainPreprocess::None => (context, new),
+            };
+            let report = information_gain(context.as_ref(), &new, p.sigma).map_err(|e| on_matrix(m, e))?;
+            let curve = if p.curve {
+                let z = rows_of(m, 0..m.rows);
+                let z = match p.preprocess {
+                    GainPreprocess::None => z,
+                    // Every prefix has its own context mean; the curve uses
+                    // unit rows so that each step is comparable.
+                    _ => preprocess(z.as_ref(), Preprocess::L2).map_err(|e| on_matrix(m, e))?,
+                };
+                gain_curve(z.as_ref(), p.sigma).map_err(|e| on_matrix(m, e))?.information_gain
+            } else {
+                Vec::new()
+            };
+            Ok(TextGain {
+                text_id: m.text_id.clone(),
+                layer: m.layer,
+                position,
+                s2_gp: report.s2_gp,
+                s2_ridge: report.s2_ridge,
+                relative_difference: report.relative_difference,
+                gain: report.information_gain,
+                curve,
+            })
+        })?;
+        if results.is_empty() {
+            return Err(NodeError::msg("the embedding table has no matrix for the requested layers"));
+        }
+        let mut per_text: Vec<Record> = Vec::new();
+        let mut curve_rows: Vec<Record> = Vec::new();
+        let mut by_layer: BTreeMap<(i32, String), Vec<f64>> = BTreeMap::new();
+        let mut worst_difference: BTreeMap<i32, f64> = BTreeMap::new();
+        let mut curve_by_position: BTreeMap<(i32, usize), Vec<f64>> = BTreeMap::new();
+        for r in &results {
+            per_text.push(vec![
+                ("text_id".into(), Cell::Str(r.text_id.clone())),
+                ("layer".into(), Cell::Int(i64::from(r.layer))),
+                ("position".into(), Cell::Int(r.position as i64)),
+                ("s2_gp".into(), Cell::Float(r.s2_gp)),
+                ("s2_ridge".into(), Cell::Float(r.s2_ridge)),
+                ("relative_difference".into(), Cell::Float(r.relative_difference)),
+                ("information_gain".into(), Cell::Float(r.gain)),
+            ]);
+            by_layer.entry((r.layer, "information_gain".into())).or_default().push(r.gain);
+            by_layer.entry((r.layer, "posterior_variance".into())).or_default().push(r.s2_ridge);
+            let worst = worst_difference.entry(r.layer).or_insert(0.0);
+            *worst = worst.max(r.relative_difference);
+            for (i, gain) in r.curve.iter().enumerate() {
+                curve_rows.push(vec![
+                    ("text_id".into(), Cell::Str(r.text_id.clone())),
+                    ("layer".into(), Cell::Int(i64::from(r.layer))),
+                    ("position".into(), Cell::Int(i as i64 + 1)),
+                    ("information_gain".into(), Cell::Float(*gain)),
+                ]);
+                curve_by_position.entry((r.layer, i + 1)).or_default().push(*gain);
+            }
+        }
+        let mut frame = lmgeo_tables::frame_from_records(&per_text)?;
+        lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("per_text")?)?;
+        let mut curve_frame = if curve_rows.is_empty() {
+            lmgeo_tables::frame_from_records(&[vec![
+                ("text_id".into(), Cell::Str(String::new())),
+                ("layer".into(), Cell::Int(0)),
+                ("position".into(), Cell::Int(0)),
+                ("information_gain".into(), Cell::Float(0.0)),
+            ]])?
+            .head(Some(0))
+        } else {
+            lmgeo_tables::frame_from_records(&curve_rows)?
+        };
+        lmgeo_tables::write_parquet(&mut curve_frame, &ctx.output_path("curve")?)?;
+        ctx.emit_all(layer_summary(&by_layer));
+        for (layer, worst) in worst_difference {
+            ctx.emit(
+                MetricRow::new("gp_ridge_relative_difference", worst)
+                    .dim("layer", i64::from(layer))
+                    .dim("stat", "max"),
+            );
+        }
+        for ((layer, position), gains) in curve_by_position {
+            let (mean, sem) = crate::common::mean_sem(&gains);
+            ctx.emit(
+                MetricRow::new("information_gain_curve", mean)
+                    .dim("layer", i64::from(layer))
+                    .dim("position", position)
+                    .dim("stat", "mean"),
+            );
+            ctx.emit(
+                MetricRow::new("information_gain_curve", sem)
+                    .dim("layer", i64::from(layer))
+                    .dim("position", position)
+                    .dim("stat", "sem"),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_resolve() {
+        assert_eq!(Position::default().resolve(5), Some(4));
+        assert_eq!(Position::Index(2).resolve(5), Some(2));
+        assert_eq!(Position::Index(5).resolve(5), None);
+        assert_eq!(Position::Index(-2).resolve(5), Some(3));
+        assert_eq!(Position::Index(-6).resolve(5), None);
+        assert_eq!(Position::default().resolve(0), None);
+    }
+}

@@ -1,0 +1,17 @@
+//! Node kinds that wrap the numerics of `lmgeo-probes`.
+
+pub mod entropy;
+pub mod info_gain;
+pub mod lasso_attention;
+pub mod scaling;
+pub mod sentence_distance;
+
+pub fn register(registry: &mut lmgeo_dag::Registry) {
+    registry
+        .register(entropy::Entropy)
+        .register(info_gain::InfoGain)
+        .register(lasso_attention::LassoAttention)
+        .register(sentence_distance::SentenceDistance)
+        .register(scaling::PowerLaw)
+        .register(scaling::DiffErank);
+}

@@ -1,0 +1,533 @@
+//! Entropy against model size (method.md §2): the power-law fit over models
+//! with a bootstrap interval for the exponent, and Diff-eRank (random
+//! initialisation against training).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use lmgeo_dag::{InputArtifact, InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext};
+use lmgeo_probes::power_law::{BootstrapOptions, bootstrap_exponent_ci, fit};
+use lmgeo_report::{LabeledPoint, LinePlot, NamedFigure, PowerLawFit, ScatterFit, Section, Series, Table, Verdict};
+use lmgeo_tables::{Cell, Record};
+use serde::{Deserialize, Serialize};
+
+use crate::common::mean_sem;
+use crate::report::write_section;
+
+/// Per (text, layer) values of one metric from an `entropy` per-text table.
+pub fn read_per_text(path: &Path, metric: &str) -> Result<Vec<(String, i32, f64)>, NodeError> {
+    let frame = lmgeo_tables::read_parquet(path)?;
+    let ids = frame.column("text_id")?.str()?.clone();
+    let layers = frame.column("layer")?.i64()?.clone();
+    let values = frame
+        .column(metric)
+        .map_err(|_| NodeError::msg(format!("{} has no column `{metric}`", path.display())))?
+        .f64()?
+        .clone();
+    Ok(ids
+        .iter()
+        .zip(layers.iter())
+        .zip(values.iter())
+        .filter_map(|((id, layer), value)| Some((id?.to_string(), layer? as i32, value?)))
+        .collect())
+}
+
+/// The label of an input: its `model` coordinate, else its coordinates, else
+/// its node id.
+pub fn label_of(input: &InputArtifact) -> String {
+    if let Some(model) = input.coords.get("model") {
+        return model.to_string();
+    }
+    if input.coords.is_empty() {
+        input.node.clone()
+    } else {
+        input.coords.iter().map(|(a, v)| format!("{a}={v}")).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// The input of `candidates` whose coordinates agree with `input`'s on
+/// every axis they share.
+pub fn matching<'a>(input: &InputArtifact, candidates: &'a [InputArtifact]) -> Option<&'a InputArtifact> {
+    let agree = |c: &InputArtifact| {
+        c.coords
+            .iter()
+            .all(|(axis, value)| input.coords.get(axis).is_none_or(|v| v == value))
+    };
+    let found: Vec<&InputArtifact> = candidates.iter().filter(|c| agree(c)).collect();
+    (found.len() == 1).then(|| found[0])
+}
+
+fn metric_value(input: &InputArtifact, metric: &str) -> Result<f64, NodeError> {
+    crate::read_metrics(&input.path)?
+        .into_iter()
+        .find(|m| m.metric == metric)
+        .map(|m| m.value)
+        .ok_or_else(|| NodeError::msg(format!("`{}` reported no metric `{metric}`", input.node)))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SizeMeasure {
+    /// All parameters, tied embeddings counted once.
+    #[default]
+    Total,
+    /// Without token/position embeddings and the unembedding.
+    NonEmbedding,
+}
+
+impl SizeMeasure {
+    fn metric(self) -> &'static str {
+        match self {
+            SizeMeasure::Total => "n_params",
+            SizeMeasure::NonEmbedding => "n_params_non_embedding",
+        }
+    }
+}
+
+/// The layer whose values are fitted: the last block of each model, or a
+/// relative depth in [0, 1] (rounded to the nearest layer of each model).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FitLayer {
+    Named(FitLayerName),
+    Depth(f64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitLayerName {
+    Last,
+    /// The mean over all layers of each text.
+    Mean,
+}
+
+impl Default for FitLayer {
+    fn default() -> Self {
+        FitLayer::Named(FitLayerName::Last)
+    }
+}
+
+fn default_metric() -> String {
+    "normalised_coding_length".into()
+}
+fn default_resamples() -> usize {
+    1000
+}
+fn default_level() -> f64 {
+    0.95
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerLawParams {
+    /// A column of the entropy per-text tables.
+    #[serde(default = "default_metric")]
+    pub metric: String,
+    #[serde(default)]
+    pub layer: FitLayer,
+    #[serde(default)]
+    pub size: SizeMeasure,
+    #[serde(default = "default_resamples")]
+    pub resamples: usize,
+    #[serde(default = "default_level")]
+    pub level: f64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// y = a N^b over models, with R^2 and a bootstrap interval for b over texts.
+pub struct PowerLaw;
+
+struct ModelPoint {
+    label: String,
+    size: f64,
+    per_text: Vec<f64>,
+    layer: String,
+    per_layer: BTreeMap<i32, Vec<f64>>,
+}
+
+impl Node for PowerLaw {
+    type Params = PowerLawParams;
+    const KIND: &'static str = "power_law";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "power-law fit of an entropy metric against model size, with bootstrap CI";
+
+    fn interface(&self, p: &PowerLawParams) -> Result<Interface, ParamError> {
+        if let FitLayer::Depth(d) = p.layer
+            && !(0.0..=1.0).contains(&d)
+        {
+            return Err(ParamError::field("layer", "as a relative depth must lie in [0, 1]"));
+        }
+        if p.resamples < 10 {
+            return Err(ParamError::field("resamples", "must be at least 10"));
+        }
+        if !(p.level > 0.0 && p.level < 1.0) {
+            return Err(ParamError::field("level", "must lie strictly between 0 and 1"));
+        }
+        Ok(Interface {
+            inputs: vec![
+                InputPort::many("entropy", "`per_text` tables of `entropy` nodes, one per model (collect over `model`)"),
+                InputPort::many("sizes", "`metrics` of the `extract` nodes of the same models (parameter counts)"),
+            ],
+            outputs: vec![
+                OutputPort::published("points", "per model: size, mean and standard error of the metric"),
+                OutputPort::published("section", "the report section").with_extension("json"),
+            ],
+            ..Interface::default()
+        })
+    }
+
+    fn run(&self, p: &PowerLawParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
+        let sizes = ctx.input("sizes").to_vec();
+        let mut points: Vec<ModelPoint> = Vec::new();
+        for input in ctx.input("entropy") {
+            let size_input = matching(input, &sizes).ok_or_else(|| {
+                NodeError::msg(format!("no single `sizes` input matches `{}` by its coordinates", input.node))
+            })?;
+            let size = metric_value(size_input, p.size.metric())?;
+            let rows = read_per_text(&input.path, &p.metric)?;
+            let mut per_layer: BTreeMap<i32, Vec<f64>> = BTreeMap::new();
+            let mut per_text_layer: BTreeMap<String, Vec<(i32, f64)>> = BTreeMap::new();
+            for (text, layer, value) in &rows {
+                per_layer.entry(*layer).or_default().push(*value);
+                per_text_layer.entry(text.clone()).or_default().push((*layer, *value));
+            }
+            let last = *per_layer.keys().max().ok_or_else(|| NodeError::msg(format!("`{}` has no rows", input.node)))?;
+            let (layer_label, per_text): (String, Vec<f64>) = match &p.layer {
+                FitLayer::Named(FitLayerName::Last) => (format!("{last}"), per_layer[&last].clone()),
+                FitLayer::Named(FitLayerName::Mean) => (
+                    "mean".into(),
+                    per_text_layer
+                        .values()
+                        .map(|v| v.iter().map(|(_, x)| x).sum::<f64>() / v.len() as f64)
+                        .collect(),
+                ),
+                FitLayer::Depth(depth) => {
+                    let target = (depth * f64::from(last)).round() as i32;
+                    let layer = *per_layer
+                        .keys()
+                        .min_by_key(|l| (**l - target).abs())
+                        .expect("non-empty");
+                    (format!("{layer}"), per_layer[&layer].clone())
+                }
+            };
+            points.push(ModelPoint {
+                label: label_of(input),
+                size,
+                per_text,
+                layer: layer_label,
+                per_layer,
+            });
+        }
+        points.sort_by(|a, b| a.size.total_cmp(&b.size));
+        let mut records: Vec<Record> = Vec::new();
+        for point in &points {
+            let (mean, sem) = mean_sem(&point.per_text);
+            records.push(vec![
+                ("model".into(), Cell::Str(point.label.clone())),
+                ("size".into(), Cell::Float(point.size)),
+                ("layer".into(), Cell::Str(point.layer.clone())),
+                ("mean".into(), Cell::Float(mean)),
+                ("sem".into(), Cell::Float(sem)),
+                ("texts".into(), Cell::Int(point.per_text.len() as i64)),
+            ]);
+            ctx.emit(
+                MetricRow::new(p.metric.clone(), mean)
+                    .dim("of_model", point.label.clone())
+                    .dim("size", point.size)
+                    .dim("stat", "mean"),
+            );
+        }
+        let mut frame = lmgeo_tables::frame_from_records(&records)?;
+        lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("points")?)?;
+
+        let xs: Vec<f64> = points.iter().map(|p| p.size).collect();
+        let ys: Vec<f64> = points.iter().map(|p| mean_sem(&p.per_text).0).collect();
+        let distinct_sizes = {
+            let mut v = xs.clone();
+            v.dedup();
+            v.len()
+        };
+        let fitted = if distinct_sizes >= 2 { Some(fit(&xs, &ys).map_err(NodeError::msg)?) } else { None };
+        let interval = match &fitted {
+            Some(_) if distinct_sizes >= 3 => {
+                let samples: Vec<(f64, Vec<f64>)> = points.iter().map(|p| (p.size, p.per_text.clone())).collect();
+                Some(
+                    bootstrap_exponent_ci(
+                        &samples,
+                        &BootstrapOptions {
+                            resamples: p.resamples,
+                            level: p.level,
+                            seed: p.seed,
+                        },
+                    )
+                    .map_err(NodeError::msg)?,
+                )
+            }
+            _ => None,
+        };
+        if let Some(f) = &fitted {
+            ctx.emit(MetricRow::new("power_law_a", f.a));
+            ctx.emit(MetricRow::new("power_law_b", f.b));
+            ctx.emit(MetricRow::new("power_law_r2", f.r_squared));
+            if let Some(se) = f.b_std_err {
+                ctx.emit(MetricRow::new("power_law_b_std_err", se));
+            }
+        }
+        if let Some(ci) = &interval {
+            ctx.emit(MetricRow::new("power_law_b_ci_low", ci.lower).dim("level", ci.level));
+            ctx.emit(MetricRow::new("power_law_b_ci_high", ci.upper).dim("level", ci.level));
+        }
+        ctx.emit(MetricRow::new("models", points.len() as f64));
+
+        // The report section.
+        let size_label = match p.size {
+            SizeMeasure::Total => "parameters N",
+            SizeMeasure::NonEmbedding => "non-embedding parameters N",
+        };
+        let (verdict, evidence) = match (&fitted, &interval) {
+            (Some(f), Some(ci)) => {
+                let excludes_zero = ci.lower > 0.0 || ci.upper < 0.0;
+                let verdict = if points.len() < 3 {
+                    Verdict::Inconclusive
+                } else if f.r_squared >= 0.9 && excludes_zero {
+                    Verdict::Supported
+                } else if f.r_squared >= 0.5 || excludes_zero {
+                    Verdict::Partly
+                } else {
+                    Verdict::NotSupported
+                };
+                (
+                    verdict,
+                    format!(
+                        "Over {} models, {} ≈ {:.4} · N^{:.4}, R² = {:.3}; {:.0}% bootstrap CI of the exponent b: [{:.4}, {:.4}] ({} resamples over texts); the exponent is {}.",
+                        points.len(),
+                        p.metric,
+                        f.a,
+                        f.b,
+                        f.r_squared,
+                        ci.level * 100.0,
+                        ci.lower,
+                        ci.upper,
+                        ci.resamples,
+                        if ci.upper < 0.0 {
+                            "negative: the metric falls with size"
+                        } else if ci.lower > 0.0 {
+                            "positive: the metric grows with size"
+                        } else {
+                            "not distinguishable from zero"
+                        }
+                    ),
+                )
+            }
+            (Some(f), None) => (
+                Verdict::Inconclusive,
+                format!("Only {} model sizes: b = {:.4}, R² = {:.3}, no interval. A fit needs at least three sizes.", points.len(), f.b, f.r_squared),
+            ),
+            _ => (Verdict::Inconclusive, "Fewer than two model sizes: nothing to fit.".to_string()),
+        };
+        let scatter = ScatterFit {
+            title: format!("{} against model size", p.metric.replace('_', " ")),
+            x_label: size_label.into(),
+            y_label: p.metric.replace('_', " "),
+            log_log: true,
+            points: points
+                .iter()
+                .map(|pt| {
+                    let (mean, sem) = mean_sem(&pt.per_text);
+                    LabeledPoint {
+                        x: pt.size,
+                        y: mean,
+                        y_err: Some(sem),
+                        label: pt.label.clone(),
+                    }
+                })
+                .collect(),
+            fit: fitted.as_ref().map(|f| PowerLawFit {
+                a: f.a,
+                b: f.b,
+                r2: f.r_squared,
+                b_ci: interval.as_ref().map(|ci| (ci.lower, ci.upper)),
+            }),
+        };
+        let curves = LinePlot {
+            title: format!("{} across layers", p.metric.replace('_', " ")),
+            x_label: "relative depth (layer / last layer)".into(),
+            y_label: p.metric.replace('_', " "),
+            x_log: false,
+            y_log: false,
+            series: points
+                .iter()
+                .map(|pt| {
+                    let last = f64::from(*pt.per_layer.keys().max().expect("non-empty").max(&1));
+                    let mut line = Vec::new();
+                    let mut band = Vec::new();
+                    for (layer, values) in &pt.per_layer {
+                        let (mean, sem) = mean_sem(values);
+                        let x = f64::from(*layer) / last;
+                        line.push((x, mean));
+                        band.push((x, mean - sem, mean + sem));
+                    }
+                    Series::line(pt.label.clone(), line).with_band(band)
+                })
+                .collect(),
+        };
+        let table = Table {
+            columns: vec!["model".into(), "N".into(), "layer".into(), "mean".into(), "sem".into(), "texts".into()],
+            rows: points
+                .iter()
+                .map(|pt| {
+                    let (mean, sem) = mean_sem(&pt.per_text);
+                    vec![
+                        pt.label.clone(),
+                        format!("{:.4e}", pt.size),
+                        pt.layer.clone(),
+                        format!("{mean:.5}"),
+                        format!("{sem:.5}"),
+                        pt.per_text.len().to_string(),
+                    ]
+                })
+                .collect(),
+        };
+        let section = Section::new(
+            format!("Scaling: {} against model size", p.metric.replace('_', " ")),
+            "Representation entropy follows a power law in model size (Tan et al., §3).",
+            verdict,
+            evidence,
+        )
+        .figure(NamedFigure::new(format!("{}-power-law", ctx.node_id()), "Mean over texts with standard errors; fitted power law and the band of the exponent's CI.", scatter))
+        .figure(NamedFigure::new(format!("{}-layers", ctx.node_id()), "Per-layer means with standard-error bands.", curves))
+        .table(table);
+        write_section(ctx, &section)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffErankParams {}
+
+/// Diff-eRank: erank of the randomly initialised model minus erank of the
+/// trained one, per model and layer, paired by text.
+pub struct DiffErank;
+
+impl Node for DiffErank {
+    type Params = DiffErankParams;
+    const KIND: &'static str = "diff_erank";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "Diff-eRank: effective rank of a random-init model minus the trained model's";
+
+    fn interface(&self, _: &DiffErankParams) -> Result<Interface, ParamError> {
+        Ok(Interface {
+            inputs: vec![
+                InputPort::many("trained", "`per_text` of `entropy` on trained models"),
+                InputPort::many("random", "`per_text` of `entropy` on the same models randomly initialised"),
+            ],
+            outputs: vec![
+                OutputPort::published("per_layer", "per model and layer: both eranks and their difference"),
+                OutputPort::published("section", "the report section").with_extension("json"),
+            ],
+            ..Interface::default()
+        })
+    }
+
+    fn run(&self, _: &DiffErankParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
+        let random = ctx.input("random").to_vec();
+        let mut records: Vec<Record> = Vec::new();
+        let mut series = Vec::new();
+        let mut table_rows = Vec::new();
+        let mut positive_last = 0usize;
+        let mut models = 0usize;
+        for trained in ctx.input("trained").to_vec() {
+            let baseline = matching(&trained, &random).ok_or_else(|| {
+                NodeError::msg(format!("no single `random` input matches `{}` by its coordinates", trained.node))
+            })?;
+            let label = label_of(&trained);
+            let t = read_per_text(&trained.path, "effective_rank")?;
+            let r: BTreeMap<(String, i32), f64> = read_per_text(&baseline.path, "effective_rank")?
+                .into_iter()
+                .map(|(id, layer, v)| ((id, layer), v))
+                .collect();
+            let mut per_layer: BTreeMap<i32, (Vec<f64>, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+            for (id, layer, trained_value) in t {
+                if let Some(random_value) = r.get(&(id, layer)) {
+                    let e = per_layer.entry(layer).or_default();
+                    e.0.push(trained_value);
+                    e.1.push(*random_value);
+                    e.2.push(random_value - trained_value);
+                }
+            }
+            if per_layer.is_empty() {
+                return Err(NodeError::msg(format!(
+                    "`{}` and `{}` share no (text, layer): run both on the same corpus",
+                    trained.node, baseline.node
+                )));
+            }
+            models += 1;
+            let mut line = Vec::new();
+            let mut band = Vec::new();
+            let last = *per_layer.keys().max().expect("non-empty");
+            for (layer, (tv, rv, dv)) in &per_layer {
+                let (tm, _) = mean_sem(tv);
+                let (rm, _) = mean_sem(rv);
+                let (dm, ds) = mean_sem(dv);
+                records.push(vec![
+                    ("model".into(), Cell::Str(label.clone())),
+                    ("layer".into(), Cell::Int(i64::from(*layer))),
+                    ("erank_trained".into(), Cell::Float(tm)),
+                    ("erank_random".into(), Cell::Float(rm)),
+                    ("diff_erank".into(), Cell::Float(dm)),
+                    ("diff_erank_sem".into(), Cell::Float(ds)),
+                    ("texts".into(), Cell::Int(dv.len() as i64)),
+                ]);
+                ctx.emit(MetricRow::new("diff_erank", dm).dim("of_model", label.clone()).dim("layer", i64::from(*layer)).dim("stat", "mean"));
+                ctx.emit(MetricRow::new("diff_erank", ds).dim("of_model", label.clone()).dim("layer", i64::from(*layer)).dim("stat", "sem"));
+                let x = f64::from(*layer) / f64::from(last.max(1));
+                line.push((x, dm));
+                band.push((x, dm - ds, dm + ds));
+                if *layer == last {
+                    if dm > 0.0 {
+                        positive_last += 1;
+                    }
+                    table_rows.push(vec![label.clone(), layer.to_string(), format!("{tm:.2}"), format!("{rm:.2}"), format!("{dm:.2} ± {ds:.2}")]);
+                }
+            }
+            series.push(Series::line(label, line).with_band(band));
+        }
+        let mut frame = lmgeo_tables::frame_from_records(&records)?;
+        lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("per_layer")?)?;
+        let verdict = if models == 0 {
+            Verdict::Inconclusive
+        } else if positive_last == models {
+            Verdict::Supported
+        } else if positive_last > 0 {
+            Verdict::Partly
+        } else {
+            Verdict::NotSupported
+        };
+        let section = Section::new(
+            "Diff-eRank: training removes redundancy",
+            "A trained model's representations have a lower effective rank than the same architecture randomly initialised (Diff-eRank > 0; Wei et al. 2024, same group).",
+            verdict,
+            format!("Diff-eRank at the last layer is positive for {positive_last} of {models} models."),
+        )
+        .figure(NamedFigure::new(
+            format!("{}-layers", ctx.node_id()),
+            "erank(random init) − erank(trained) per layer, mean over texts with standard errors.",
+            LinePlot {
+                title: "Diff-eRank across layers".into(),
+                x_label: "relative depth (layer / last layer)".into(),
+                y_label: "Diff-eRank".into(),
+                x_log: false,
+                y_log: false,
+                series,
+            },
+        ))
+        .table(Table {
+            columns: vec!["model".into(), "last layer".into(), "erank trained".into(), "erank random".into(), "Diff-eRank".into()],
+            rows: table_rows,
+        });
+        write_section(ctx, &section)?;
+        Ok(())
+    }
+}
