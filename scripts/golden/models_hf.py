@@ -434,8 +434,9 @@ def minilm(minilm_dir: Path, hh_path: Path) -> None:
         assert len(ids) == n
         with torch.no_grad():
             out = model(torch.tensor([ids]), output_hidden_states=True, output_attentions=True)
-        hs = torch.stack([h[0] for h in out.hidden_states])  # (7, n, hidden): embeddings + 6 blocks
-        att = torch.stack([a[0] for a in out.attentions])  # (6, heads, n, n)
+        # Reductions in float64: torch's float32 norm over a 450 x 450 matrix is off by ~1e-5.
+        hs = torch.stack([h[0] for h in out.hidden_states]).double()  # (7, n, hidden)
+        att = torch.stack([a[0] for a in out.attentions]).double()  # (6, heads, n, n)
         K = 16
         coord = torch.stack(
             [torch.randint(0, n, (K,), generator=g), torch.randint(0, hs.shape[-1], (K,), generator=g)], 1
