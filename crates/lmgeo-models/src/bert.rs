@@ -11,9 +11,8 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, Module, VarBuilder};
 
 use crate::hf_common::{
-    Activation, ConfigReader, Tensors, assemble, attention_probs, attention_rows, check_tokens,
-    key_padding_mask, merge_heads, pad_batch, read_json, split_attention, split_heads,
-    split_sequences,
+    Activation, ConfigReader, KeyMask, Tensors, assemble, attention_probs, attention_rows,
+    check_tokens, merge_heads, pad_batch, read_json, split_attention, split_heads, split_sequences,
 };
 use crate::init::{bert_rule, random_var_builder};
 use crate::{ForwardOutput, ForwardRequest, LanguageModel, LogitsCapture, ModelError, ModelInfo};
@@ -267,7 +266,14 @@ impl Bert {
             None => None,
         };
         let n_max = ids.dim(1)?;
-        let mask = key_padding_mask(&lengths, &self.device)?;
+        let n_max_all = lengths.iter().copied().max().unwrap_or(0);
+        let mask = KeyMask {
+            causal: false,
+            key_lengths: lengths
+                .iter()
+                .any(|&n| n < n_max_all)
+                .then_some(lengths.as_slice()),
+        };
 
         let x = self
             .word
@@ -284,10 +290,10 @@ impl Bert {
         let mut attentions = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let qkv = block.qkv.forward(&x)?;
-            let q = (split_heads(&qkv.narrow(D::Minus1, 0, h)?, heads, hd)? * scale)?;
+            let q = split_heads(&qkv.narrow(D::Minus1, 0, h)?, heads, hd)?;
             let k = split_heads(&qkv.narrow(D::Minus1, h, h)?, heads, hd)?;
             let v = split_heads(&qkv.narrow(D::Minus1, 2 * h, h)?, heads, hd)?;
-            let probs = attention_probs(&q, &k, mask.as_ref())?;
+            let probs = attention_probs(&q, &k, scale, mask)?;
             let attn = block.attn_out.forward(&merge_heads(&probs.matmul(&v)?)?)?;
             let y = block.attn_norm.forward(&(attn + &x)?)?;
             let m = block

@@ -14,8 +14,8 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, Module, VarBuilder};
 
 use crate::hf_common::{
-    Activation, ConfigReader, Tensors, assemble, attention_probs, attention_rows, check_tokens,
-    last_rows, merge_heads, pad_batch, read_json, split_attention, split_sequences,
+    Activation, ConfigReader, KeyMask, Tensors, assemble, attention_probs, attention_rows,
+    check_tokens, last_rows, merge_heads, pad_batch, read_json, split_attention, split_sequences,
 };
 use crate::init::{gpt_neox_rule, random_var_builder};
 use crate::{ForwardOutput, ForwardRequest, LanguageModel, LogitsCapture, ModelError, ModelInfo};
@@ -181,7 +181,6 @@ struct Block {
 struct Context<'a> {
     cos: &'a Tensor,
     sin: &'a Tensor,
-    causal_mask: Option<&'a Tensor>,
     /// `None`: do not keep probabilities; `Some(None)`: every row; `Some(Some(i))`: rows `i`.
     capture: Option<Option<&'a Tensor>>,
 }
@@ -363,10 +362,14 @@ impl GptNeoX {
                 .forward(&block.input_norm.forward(x)?)?
                 .reshape((b, n, heads, 3 * hd))?;
         let part = |i: usize| qkv.narrow(D::Minus1, i * hd, hd)?.transpose(1, 2);
-        let q = (self.rotate(&part(0)?, ctx.cos, ctx.sin)? * (1.0 / (hd as f64).sqrt()))?;
+        let q = self.rotate(&part(0)?, ctx.cos, ctx.sin)?;
         let k = self.rotate(&part(1)?, ctx.cos, ctx.sin)?;
         let v = part(2)?.contiguous()?;
-        let probs = attention_probs(&q, &k, ctx.causal_mask)?;
+        let causal = KeyMask {
+            causal: true,
+            key_lengths: None,
+        };
+        let probs = attention_probs(&q, &k, 1.0 / (hd as f64).sqrt(), causal)?;
         let attn = block.dense.forward(&merge_heads(&probs.matmul(&v)?)?)?;
         let captured = match ctx.capture {
             None => None,
@@ -412,9 +415,6 @@ impl GptNeoX {
         let (cos, sin) = self.rotary_tables(n_max)?;
         // Right padding needs no key mask here: causality already hides every later
         // (padded) key from the real queries.
-        let causal = (n_max > 1)
-            .then(|| causal_mask(n_max, &self.device))
-            .transpose()?;
         let rows = match &selection {
             Some(s) => s.index(&self.device)?,
             None => None,
@@ -422,7 +422,6 @@ impl GptNeoX {
         let ctx = Context {
             cos: &cos,
             sin: &sin,
-            causal_mask: causal.as_ref(),
             capture: selection.as_ref().map(|_| rows.as_ref()),
         };
 
@@ -466,14 +465,6 @@ impl GptNeoX {
             &lengths,
         ))
     }
-}
-
-/// `(n, n)` additive mask: 0 on and below the diagonal, -inf above.
-fn causal_mask(n: usize, device: &Device) -> candle_core::Result<Tensor> {
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|q| (0..n).map(move |k| if k <= q { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
-    Tensor::from_vec(mask, (n, n), device)
 }
 
 impl LanguageModel for GptNeoX {

@@ -342,19 +342,113 @@ pub(crate) fn merge_heads(x: &Tensor) -> candle_core::Result<Tensor> {
     x.transpose(1, 2)?.reshape((b, n, heads * head_dim))
 }
 
-/// Attention probabilities `softmax(q k^T + mask)` for `(b, h, n, d)` inputs
-/// whose `q` is already scaled.
+/// Which keys each query may see.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyMask<'a> {
+    /// Query `i` sees keys `0..=i` (decoders).
+    pub causal: bool,
+    /// Per sequence of the batch, the number of real keys (right padding after);
+    /// `None` when no sequence is padded.
+    pub key_lengths: Option<&'a [usize]>,
+}
+
+/// Attention probabilities `softmax(scale * q k^T)` over the visible keys, for
+/// `(b, h, n, d)` inputs; masked entries are exactly zero.
+///
+/// On the CPU, scaling, masking and softmax run in one in-place pass over the
+/// score matrix (no mask tensor, no second `b * h * n * n` buffer, and no
+/// exponentials for the causally hidden half).
 pub(crate) fn attention_probs(
     q: &Tensor,
     k: &Tensor,
-    mask: Option<&Tensor>,
+    scale: f64,
+    mask: KeyMask<'_>,
 ) -> candle_core::Result<Tensor> {
     let scores = q.matmul(&k.transpose(D::Minus2, D::Minus1)?)?;
-    let scores = match mask {
-        Some(m) => scores.broadcast_add(m)?,
-        None => scores,
-    };
+    if scores.device().is_cpu() && scores.dtype() == candle_core::DType::F32 {
+        let scores = scores.contiguous()?;
+        scores.inplace_op1(&MaskedSoftmax {
+            scale: scale as f32,
+            causal: mask.causal,
+            key_lengths: mask.key_lengths.map(<[usize]>::to_vec),
+        })?;
+        return Ok(scores);
+    }
+    // Other devices: the same result from generic ops.
+    let (b, _, n, _) = scores.dims4()?;
+    let device = scores.device().clone();
+    let mut scores = (scores * scale)?;
+    if mask.causal && n > 1 {
+        let m: Vec<f32> = (0..n)
+            .flat_map(|q| (0..n).map(move |k| if k <= q { 0.0 } else { f32::NEG_INFINITY }))
+            .collect();
+        scores = scores.broadcast_add(&Tensor::from_vec(m, (n, n), &device)?)?;
+    }
+    if let Some(lengths) = mask.key_lengths {
+        debug_assert_eq!(lengths.len(), b);
+        if let Some(m) = key_padding_mask(lengths, &device)? {
+            scores = scores.broadcast_add(&m)?;
+        }
+    }
     softmax_last(&scores)
+}
+
+struct MaskedSoftmax {
+    scale: f32,
+    causal: bool,
+    key_lengths: Option<Vec<usize>>,
+}
+
+impl candle_core::InplaceOp1 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "lmgeo-masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("masked softmax needs a contiguous input")
+        };
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("masked softmax is implemented for f32")
+        };
+        let dims = layout.dims();
+        let [_, heads, n_q, n_k] = *dims else {
+            candle_core::bail!("masked softmax expects (batch, heads, queries, keys)")
+        };
+        let scale = self.scale;
+        data[start..end]
+            .par_chunks_mut(n_k)
+            .enumerate()
+            .for_each(|(i, row)| {
+                let q = i % n_q;
+                let batch = i / (heads * n_q);
+                let mut visible = n_k;
+                if self.causal {
+                    visible = visible.min(q + 1);
+                }
+                if let Some(lengths) = &self.key_lengths {
+                    visible = visible.min(lengths[batch]);
+                }
+                let (live, hidden) = row.split_at_mut(visible);
+                hidden.fill(0.0);
+                let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for x in live.iter_mut() {
+                    *x = ((*x - max) * scale).exp();
+                    sum += *x;
+                }
+                let inv = 1.0 / sum;
+                for x in live.iter_mut() {
+                    *x *= inv;
+                }
+            });
+        Ok(())
+    }
 }
 
 /// Named access to checkpoint tensors, with typed errors naming the file or
