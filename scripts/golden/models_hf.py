@@ -104,6 +104,7 @@ GPT_NEOX_FIXTURES = {
         new_tokens=10,
         shard="60KB",
         old_style_config=True,
+        pytorch_bin=True,
     ),
 }
 
@@ -213,6 +214,32 @@ def write_old_style_config(path: Path, cfg: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def write_pytorch_shards(model, model_dir: Path, out: Path) -> None:
+    """The same weights as PyTorch pickles in two shards with an index, named as in
+    Pythia's hub checkpoints (`embed_out.weight`, which the intermediate `stepN`
+    revisions store only in this format)."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    shutil.copy(model_dir / "config.json", out / "config.json")
+    state = {}
+    for k, v in model.state_dict().items():
+        if k == "lm_head.weight":
+            if model.config.tie_word_embeddings:
+                continue
+            k = "embed_out.weight"
+        state[k] = v.detach().clone().contiguous()
+    keys = sorted(state)
+    half = len(keys) // 2
+    files = {"pytorch_model-00001-of-00002.bin": keys[:half], "pytorch_model-00002-of-00002.bin": keys[half:]}
+    weight_map = {}
+    for fname, ks in files.items():
+        torch.save({k: state[k] for k in ks}, out / fname)
+        weight_map.update({k: fname for k in ks})
+    index = {"metadata": {"total_size": sum(v.numel() * 4 for v in state.values())}, "weight_map": weight_map}
+    (out / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+
+
 def gpt_neox() -> None:
     from transformers import GPTNeoXForCausalLM
 
@@ -267,6 +294,8 @@ def gpt_neox() -> None:
             n_params_non_embedding=non_emb,
         )
         print(f"gpt_neox/{name}: {total} parameters, files {sorted(os.listdir(model_dir))}")
+        if spec.get("pytorch_bin"):
+            write_pytorch_shards(reloaded, model_dir, out_dir / f"{name}_bin")
     meta = dict(
         generator="scripts/golden/models_hf.py gpt_neox",
         torch=torch.__version__,

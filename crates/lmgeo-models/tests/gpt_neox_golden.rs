@@ -391,3 +391,22 @@ fn batched_forward_equals_single() {
         }
     }
 }
+
+/// The same weights as sharded PyTorch pickles (the only format of Pythia's
+/// intermediate `stepN` revisions) give bit-identical outputs.
+#[test]
+fn pytorch_bin_shards_load_like_safetensors() {
+    let dir = fixtures().join("gpt_neox");
+    let (st, _, meta) = fixture("sequential");
+    let bin = GptNeoX::from_folder(&dir.join("sequential_bin")).unwrap();
+    let request = ForwardRequest {
+        attention: AttentionCapture::All,
+        logits: LogitsCapture::All,
+    };
+    for tokens in sequences(&meta) {
+        assert_eq!(
+            bin.forward(&tokens, &request).unwrap(),
+            st.forward(&tokens, &request).unwrap()
+        );
+    }
+}
