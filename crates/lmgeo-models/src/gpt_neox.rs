@@ -114,7 +114,9 @@ impl GptNeoXConfig {
             path: origin.to_path_buf(),
             message,
         };
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -131,7 +133,7 @@ impl GptNeoXConfig {
                 self.rotary_pct
             )));
         }
-        if self.rotary_ndims() % 2 != 0 {
+        if !self.rotary_ndims().is_multiple_of(2) {
             return Err(err(format!(
                 "{} rotary channels per head: must be even",
                 self.rotary_ndims()
