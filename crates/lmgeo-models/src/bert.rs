@@ -8,10 +8,10 @@
 use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 
 use crate::hf_common::{
-    Activation, ConfigReader, KeyMask, Tensors, assemble, attention_probs, attention_rows,
+    Activation, ConfigReader, Dense, KeyMask, Tensors, assemble, attention_probs, attention_rows,
     check_tokens, merge_heads, pad_batch, read_json, split_attention, split_heads, split_sequences,
 };
 use crate::init::{bert_rule, random_var_builder};
@@ -112,11 +112,11 @@ impl BertConfig {
 
 struct Block {
     /// Query, key and value projections concatenated into one `(3h, h)` matmul.
-    qkv: Linear,
-    attn_out: Linear,
+    qkv: Dense,
+    attn_out: Dense,
     attn_norm: LayerNorm,
-    mlp_in: Linear,
-    mlp_out: Linear,
+    mlp_in: Dense,
+    mlp_out: Dense,
     out_norm: LayerNorm,
 }
 
@@ -190,15 +190,18 @@ impl Bert {
         let blocks = (0..config.num_hidden_layers)
             .map(|l| {
                 let p = format!("{base}encoder.layer.{l}");
-                let part = |n: &str| t.linear(h, h, &format!("{p}.attention.self.{n}"), true);
-                let (q, k, v) = (part("query")?, part("key")?, part("value")?);
-                let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
-                let bias = [q.bias(), k.bias(), v.bias()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>();
+                let part = |n: &str, what: &str, shape: &[usize]| {
+                    t.get(shape, &format!("{p}.attention.self.{n}.{what}"))
+                };
+                let mut weights = Vec::with_capacity(3);
+                let mut biases = Vec::with_capacity(3);
+                for n in ["query", "key", "value"] {
+                    weights.push(part(n, "weight", &[h, h])?);
+                    biases.push(part(n, "bias", &[h])?);
+                }
+                let weight = Tensor::cat(&weights, 0)?;
                 Ok(Block {
-                    qkv: Linear::new(weight, Some(Tensor::cat(&bias, 0)?)),
+                    qkv: Dense::new(&weight, Some(Tensor::cat(&biases, 0)?))?,
                     attn_out: t.linear(h, h, &format!("{p}.attention.output.dense"), true)?,
                     attn_norm: t.layer_norm(h, eps, &format!("{p}.attention.output.LayerNorm"))?,
                     mlp_in: t.linear(h, i, &format!("{p}.intermediate.dense"), true)?,
@@ -300,9 +303,12 @@ impl Bert {
             let probs = attention_probs(&q, &k, scale, mask)?;
             let attn = block.attn_out.forward(&merge_heads(&probs.matmul(&v)?)?)?;
             let y = block.attn_norm.forward(&(attn + &x)?)?;
-            let m = block
-                .mlp_out
-                .forward(&self.config.hidden_act.apply(&block.mlp_in.forward(&y)?)?)?;
+            let m = block.mlp_out.forward(
+                &self
+                    .config
+                    .hidden_act
+                    .apply_to_fresh(block.mlp_in.forward(&y)?)?,
+            )?;
             x = block.out_norm.forward(&(m + y)?)?;
             layers.push(split_sequences(&x, &lengths)?);
             if let Some(sel) = &selection {

@@ -11,10 +11,10 @@
 use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 
 use crate::hf_common::{
-    Activation, ConfigReader, KeyMask, Tensors, assemble, attention_probs, attention_rows,
+    Activation, ConfigReader, Dense, KeyMask, Tensors, assemble, attention_probs, attention_rows,
     check_tokens, last_rows, merge_heads, pad_batch, read_json, split_attention, split_sequences,
 };
 use crate::init::{gpt_neox_rule, random_var_builder};
@@ -173,10 +173,10 @@ impl GptNeoXConfig {
 struct Block {
     input_norm: LayerNorm,
     post_attention_norm: LayerNorm,
-    qkv: Linear,
-    dense: Linear,
-    mlp_in: Linear,
-    mlp_out: Linear,
+    qkv: Dense,
+    dense: Dense,
+    mlp_in: Dense,
+    mlp_out: Dense,
 }
 
 /// Per-forward tensors shared by all blocks.
@@ -379,9 +379,12 @@ impl GptNeoX {
             Some(Some(rows)) => Some(probs.index_select(rows, 2)?),
         };
         let mlp = |y: &Tensor| {
-            block
-                .mlp_out
-                .forward(&self.config.hidden_act.apply(&block.mlp_in.forward(y)?)?)
+            block.mlp_out.forward(
+                &self
+                    .config
+                    .hidden_act
+                    .apply_to_fresh(block.mlp_in.forward(y)?)?,
+            )
         };
         let out = if self.config.use_parallel_residual {
             let m = mlp(&block.post_attention_norm.forward(x)?)?;

@@ -32,6 +32,9 @@ impl Activation {
     }
 
     pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self == Self::GeluErf && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+            return self.apply_to_fresh(x.copy()?);
+        }
         match self {
             Self::GeluErf => x.gelu_erf(),
             // candle's `gelu` is the tanh approximation.
@@ -39,6 +42,18 @@ impl Activation {
             Self::Relu => x.relu(),
             Self::Silu => x.silu(),
         }
+    }
+
+    /// Like [`Self::apply`], but may overwrite `x`, which must own its storage
+    /// (a fresh result, not a view shared with another tensor): the exact GELU
+    /// then runs in place with this crate's vectorised erf.
+    pub(crate) fn apply_to_fresh(self, x: Tensor) -> candle_core::Result<Tensor> {
+        if self == Self::GeluErf && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+            let x = x.contiguous()?;
+            x.inplace_op1(&crate::cpu_kernels::GeluErfInplace)?;
+            return Ok(x);
+        }
+        self.apply(&x)
     }
 }
 
@@ -409,7 +424,6 @@ impl candle_core::InplaceOp1 for MaskedSoftmax {
         storage: &mut candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<()> {
-        use rayon::prelude::*;
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("masked softmax needs a contiguous input")
         };
@@ -420,33 +434,17 @@ impl candle_core::InplaceOp1 for MaskedSoftmax {
         let [_, heads, n_q, n_k] = *dims else {
             candle_core::bail!("masked softmax expects (batch, heads, queries, keys)")
         };
-        let scale = self.scale;
-        data[start..end]
-            .par_chunks_mut(n_k)
-            .enumerate()
-            .for_each(|(i, row)| {
-                let q = i % n_q;
-                let batch = i / (heads * n_q);
-                let mut visible = n_k;
-                if self.causal {
-                    visible = visible.min(q + 1);
-                }
-                if let Some(lengths) = &self.key_lengths {
-                    visible = visible.min(lengths[batch]);
-                }
-                let (live, hidden) = row.split_at_mut(visible);
-                hidden.fill(0.0);
-                let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for x in live.iter_mut() {
-                    *x = ((*x - max) * scale).exp();
-                    sum += *x;
-                }
-                let inv = 1.0 / sum;
-                for x in live.iter_mut() {
-                    *x *= inv;
-                }
-            });
+        let per_batch = heads * n_q;
+        crate::cpu_kernels::masked_softmax_rows(&mut data[start..end], n_k, self.scale, |i| {
+            let mut visible = n_k;
+            if self.causal {
+                visible = visible.min(i % n_q + 1);
+            }
+            if let Some(lengths) = &self.key_lengths {
+                visible = visible.min(lengths[i / per_batch]);
+            }
+            visible
+        });
         Ok(())
     }
 }
@@ -483,14 +481,14 @@ impl Tensors<'_> {
         out_dim: usize,
         prefix: &str,
         bias: bool,
-    ) -> Result<candle_nn::Linear, ModelError> {
+    ) -> Result<Dense, ModelError> {
         let weight = self.get((out_dim, in_dim), &format!("{prefix}.weight"))?;
         let bias = if bias {
             Some(self.get(out_dim, &format!("{prefix}.bias"))?)
         } else {
             None
         };
-        Ok(candle_nn::Linear::new(weight, bias))
+        Ok(Dense::new(&weight, bias)?)
     }
 
     pub fn layer_norm(
@@ -540,4 +538,41 @@ pub(crate) fn assemble(
             },
         })
         .collect()
+}
+
+/// A linear layer `x W^T + b` that keeps `W` transposed, `(in, out)` and
+/// contiguous: the product is then row-major times row-major, which gemm runs
+/// with less packing than against the `(out, in)` checkpoint layout.
+pub(crate) struct Dense {
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Dense {
+    /// `weight` in the checkpoint's `(out, in)` layout.
+    pub fn new(weight: &Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight_t: weight.t()?.contiguous()?,
+            bias,
+        })
+    }
+
+    /// `(..., in)` to `(..., out)`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims();
+        let (inner, rows) = (dims[dims.len() - 1], x.elem_count() / dims[dims.len() - 1]);
+        let y = x
+            .contiguous()?
+            .reshape((rows, inner))?
+            .matmul(&self.weight_t)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims.to_vec();
+        *out_dims
+            .last_mut()
+            .expect("a tensor with at least one axis") = self.weight_t.dim(1)?;
+        y.reshape(out_dims)
+    }
 }

@@ -11,6 +11,7 @@ mod matrix;
 mod output;
 
 pub mod bert;
+mod cpu_kernels;
 pub mod gpt_neox;
 mod hf_common;
 pub mod hf_folder;
