@@ -105,6 +105,7 @@ GPT_NEOX_FIXTURES = {
         shard="60KB",
         old_style_config=True,
         pytorch_bin=True,
+        float16=True,
     ),
 }
 
@@ -240,6 +241,26 @@ def write_pytorch_shards(model, model_dir: Path, out: Path) -> None:
     (out / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
 
 
+def write_float16(model, out: Path, sequences, golden: Path) -> None:
+    """The weights stored as float16, as Pythia's hub checkpoints are. The reference
+    is transformers reading that file back into float32 (what lmgeo does too)."""
+    from transformers import GPTNeoXForCausalLM
+
+    if out.exists():
+        shutil.rmtree(out)
+    model.to(torch.float16).save_pretrained(out)
+    model.to(torch.float32)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    back = GPTNeoXForCausalLM.from_pretrained(out, attn_implementation="eager", dtype=torch.float32).eval()
+    assert back.gpt_neox.embed_in.weight.dtype == torch.float32
+    tensors = {}
+    for i, ids in enumerate(sequences):
+        r = neox_run(back, ids)
+        tensors[f"s{i}.layers"] = f32(r["layers"])
+        tensors[f"s{i}.logits_last"] = f32(r["logits"][-1])
+    save_file(tensors, golden)
+
+
 def gpt_neox() -> None:
     from transformers import GPTNeoXForCausalLM
 
@@ -296,6 +317,8 @@ def gpt_neox() -> None:
         print(f"gpt_neox/{name}: {total} parameters, files {sorted(os.listdir(model_dir))}")
         if spec.get("pytorch_bin"):
             write_pytorch_shards(reloaded, model_dir, out_dir / f"{name}_bin")
+        if spec.get("float16"):
+            write_float16(reloaded, out_dir / f"{name}_f16", sequences, out_dir / f"{name}_f16_golden.safetensors")
     meta = dict(
         generator="scripts/golden/models_hf.py gpt_neox",
         torch=torch.__version__,

@@ -410,3 +410,33 @@ fn pytorch_bin_shards_load_like_safetensors() {
         );
     }
 }
+
+/// Pythia's hub weights are float16; they are widened to f32 on load, as
+/// transformers does with `dtype=float32`.
+#[test]
+fn float16_checkpoint_matches_transformers() {
+    let dir = fixtures().join("gpt_neox");
+    let (_, _, meta) = fixture("sequential");
+    let model = GptNeoX::from_folder(&dir.join("sequential_f16")).unwrap();
+    let golden = Golden::load(&dir.join("sequential_f16_golden.safetensors"));
+    let mut worst = Worst::new("gpt_neox/sequential_f16", TOL);
+    let request = ForwardRequest {
+        logits: LogitsCapture::Last,
+        ..Default::default()
+    };
+    for (i, tokens) in sequences(&meta).iter().enumerate() {
+        let out = model.forward(tokens, &request).unwrap();
+        let layers: Vec<f32> = out.layers.iter().flat_map(|m| m.data.clone()).collect();
+        worst.check(
+            &format!("s{i} blocks"),
+            &layers,
+            &golden.f32(&format!("s{i}.layers")),
+        );
+        worst.check(
+            &format!("s{i} last logits"),
+            &out.logits.unwrap().data,
+            &golden.f32(&format!("s{i}.logits_last")),
+        );
+    }
+    worst.report();
+}
