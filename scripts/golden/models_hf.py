@@ -76,6 +76,7 @@ GPT_NEOX_FIXTURES = {
         weight_std=0.2,
         lengths=[1, 5, 12, 24],
         all_logits_for=1,
+        long=(150, [0, 63, 64, 130, 149]),
         prompts=[[17], [5, 900, 42], [1, 2, 3, 4, 5, 6]],
         new_tokens=10,
         shard=None,
@@ -298,6 +299,15 @@ def gpt_neox() -> None:
             tensors[f"s{i}.logits_last"] = f32(r["logits"][-1])
             if i == spec["all_logits_for"]:
                 tensors[f"s{i}.logits"] = f32(r["logits"])
+        long_sequence = None
+        if spec.get("long"):
+            # Longer than the Rust side's causal block (64 rows): checks blocking.
+            n, rows = spec["long"]
+            long_sequence = torch.randint(0, spec["config"]["vocab_size"], (n,), generator=g).tolist()
+            r = neox_run(reloaded, long_sequence)
+            tensors["long.final_norm"] = f32(r["final_norm"])
+            tensors["long.attention_rows"] = f32(r["attentions"][:, :, rows, :])
+            tensors["long.logits_last"] = f32(r["logits"][-1])
         save_file(tensors, out_dir / f"{name}_golden.safetensors")
 
         generations = []
@@ -310,6 +320,7 @@ def gpt_neox() -> None:
         summary[name] = dict(
             sequences=sequences,
             all_logits_for=spec["all_logits_for"],
+            long=dict(sequence=long_sequence, rows=spec["long"][1]) if spec.get("long") else None,
             generations=generations,
             n_params=total,
             n_params_non_embedding=non_emb,

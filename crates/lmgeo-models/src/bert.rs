@@ -7,12 +7,13 @@
 
 use std::path::Path;
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 
+use crate::attention::{QkvLayout, attend};
 use crate::hf_common::{
-    Activation, ConfigReader, Dense, KeyMask, Tensors, assemble, attention_probs, attention_rows,
-    check_tokens, merge_heads, pad_batch, read_json, split_attention, split_heads, split_sequences,
+    Activation, ConfigReader, Dense, Tensors, assemble, attention_rows, check_tokens, pad_batch,
+    read_json, split_sequences, with_f32_data,
 };
 use crate::init::{bert_rule, random_var_builder};
 use crate::{ForwardOutput, ForwardRequest, LanguageModel, LogitsCapture, ModelError, ModelInfo};
@@ -268,20 +269,7 @@ impl Bert {
         let pad = self.config.pad_token_id.unwrap_or(0) as u32;
         let (ids, lengths) = pad_batch(batch, pad, &self.device)?;
         let selection = attention_rows(&request.attention, &lengths)?;
-        let rows = match &selection {
-            Some(s) => s.index(&self.device)?,
-            None => None,
-        };
         let n_max = ids.dim(1)?;
-        let n_max_all = lengths.iter().copied().max().unwrap_or(0);
-        let mask = KeyMask {
-            causal: false,
-            key_lengths: lengths
-                .iter()
-                .any(|&n| n < n_max_all)
-                .then_some(lengths.as_slice()),
-        };
-
         let x = self
             .word
             .forward(&ids)?
@@ -289,19 +277,24 @@ impl Bert {
             .broadcast_add(&self.token_type_0)?;
         let mut x = self.embed_norm.forward(&x)?;
         let embeddings = split_sequences(&x, &lengths)?;
-        let heads = self.config.num_attention_heads;
-        let hd = self.config.head_dim();
-        let h = self.config.hidden_size;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let layout = QkvLayout {
+            batch: batch.len(),
+            n: n_max,
+            heads: self.config.num_attention_heads,
+            head_dim: self.config.head_dim(),
+            per_head_interleaved: false,
+        };
+        let scale = 1.0 / (layout.head_dim as f32).sqrt();
         let mut layers = Vec::with_capacity(self.blocks.len());
         let mut attentions = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
-            let qkv = block.qkv.forward(&x)?;
-            let q = split_heads(&qkv.narrow(D::Minus1, 0, h)?, heads, hd)?;
-            let k = split_heads(&qkv.narrow(D::Minus1, h, h)?, heads, hd)?;
-            let v = split_heads(&qkv.narrow(D::Minus1, 2 * h, h)?, heads, hd)?;
-            let probs = attention_probs(&q, &k, scale, mask)?;
-            let attn = block.attn_out.forward(&merge_heads(&probs.matmul(&v)?)?)?;
+            // Padded keys are left out through `lengths`: no mask tensor.
+            let qkv = block.qkv.forward(&x)?.contiguous()?;
+            let attended = with_f32_data(&qkv, |data| {
+                attend(data, layout, &lengths, false, scale, selection.as_ref())
+            })?;
+            let context = Tensor::from_vec(attended.context, x.shape(), &self.device)?;
+            let attn = block.attn_out.forward(&context)?;
             let y = block.attn_norm.forward(&(attn + &x)?)?;
             let m = block.mlp_out.forward(
                 &self
@@ -311,12 +304,8 @@ impl Bert {
             )?;
             x = block.out_norm.forward(&(m + y)?)?;
             layers.push(split_sequences(&x, &lengths)?);
-            if let Some(sel) = &selection {
-                let kept = match &rows {
-                    Some(r) => probs.index_select(r, 2)?,
-                    None => probs,
-                };
-                attentions.push(split_attention(&kept, &lengths, sel)?);
+            if selection.is_some() {
+                attentions.push(attended.probs);
             }
         }
         Ok(assemble(

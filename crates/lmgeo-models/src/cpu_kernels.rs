@@ -117,7 +117,7 @@ fn sum_of(v: &[f32]) -> f32 {
 
 /// softmax(scale * row) in place.
 #[inline(always)]
-fn softmax_row(row: &mut [f32], scale: f32) {
+fn softmax_body(row: &mut [f32], scale: f32) {
     let max = max_of(row);
     for x in row.iter_mut() {
         *x = exp((*x - max) * scale);
@@ -139,7 +139,7 @@ fn gelu_erf_slice(v: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn softmax_row_avx2(row: &mut [f32], scale: f32) {
-    softmax_row(row, scale)
+    softmax_body(row, scale)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -159,31 +159,20 @@ fn has_avx2() -> bool {
     }
 }
 
-/// Row-wise masked softmax over `(batch, heads, n_q, n_k)` scores in place:
-/// row `i` keeps its first `visible(i)` entries (softmax of `scale * s`) and
-/// zeroes the rest.
-pub(crate) fn masked_softmax_rows(
-    data: &mut [f32],
-    n_k: usize,
-    scale: f32,
-    visible: impl Fn(usize) -> usize + Sync,
-) {
-    let avx2 = has_avx2();
-    data.par_chunks_mut(n_k).enumerate().for_each(|(i, row)| {
-        let (live, hidden) = row.split_at_mut(visible(i).min(n_k));
-        hidden.fill(0.0);
-        if live.is_empty() {
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
-            unsafe { softmax_row_avx2(live, scale) };
-            return;
-        }
-        let _ = avx2;
-        softmax_row(live, scale);
-    });
+/// softmax(scale * row[..visible]) in place, with row[visible..] set to zero.
+pub(crate) fn softmax_row(row: &mut [f32], visible: usize, scale: f32) {
+    let (live, hidden) = row.split_at_mut(visible.min(row.len()));
+    hidden.fill(0.0);
+    if live.is_empty() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just now).
+        unsafe { softmax_row_avx2(live, scale) };
+        return;
+    }
+    softmax_body(live, scale);
 }
 
 /// Exact (erf) GELU in place.
@@ -288,7 +277,9 @@ mod tests {
             .map(|i| ((i * 7919) % 101) as f32 / 10.0)
             .collect();
         let original = data.clone();
-        masked_softmax_rows(&mut data, n, 0.5, |i| [n, 5, 1][i]);
+        for (i, visible) in [n, 5, 1].into_iter().enumerate() {
+            softmax_row(&mut data[i * n..(i + 1) * n], visible, 0.5);
+        }
         for (i, visible) in [n, 5, 1].into_iter().enumerate() {
             let row = &original[i * n..i * n + visible];
             let max = row

@@ -10,15 +10,18 @@
 
 use std::path::Path;
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 
+use crate::attention::{QkvLayout, RopeInPlace, attend};
 use crate::hf_common::{
-    Activation, ConfigReader, Dense, KeyMask, Tensors, assemble, attention_probs, attention_rows,
-    check_tokens, last_rows, merge_heads, pad_batch, read_json, split_attention, split_sequences,
+    Activation, ConfigReader, Dense, RowSelection, Tensors, assemble, attention_rows, check_tokens,
+    last_rows, pad_batch, read_json, split_sequences, with_f32_data,
 };
 use crate::init::{gpt_neox_rule, random_var_builder};
-use crate::{ForwardOutput, ForwardRequest, LanguageModel, LogitsCapture, ModelError, ModelInfo};
+use crate::{
+    F32Matrix, ForwardOutput, ForwardRequest, LanguageModel, LogitsCapture, ModelError, ModelInfo,
+};
 
 /// The subset of a GPT-NeoX `config.json` the forward pass depends on.
 #[derive(Clone, Debug, PartialEq)]
@@ -181,10 +184,12 @@ struct Block {
 
 /// Per-forward tensors shared by all blocks.
 struct Context<'a> {
-    cos: &'a Tensor,
-    sin: &'a Tensor,
-    /// `None`: do not keep probabilities; `Some(None)`: every row; `Some(Some(i))`: rows `i`.
-    capture: Option<Option<&'a Tensor>>,
+    /// `(n, rotary_ndims / 2)` tables, row-major.
+    cos: &'a [f32],
+    sin: &'a [f32],
+    lengths: &'a [usize],
+    /// The probability rows to return; `None` keeps none.
+    capture: Option<&'a RowSelection>,
 }
 
 /// A GPT-NeoX causal language model.
@@ -310,7 +315,7 @@ impl GptNeoX {
 
     /// cos and sin tables `(n, rotary_ndims / 2)`, computed in f32 the way
     /// transformers does so that long positions round alike.
-    fn rotary_tables(&self, n: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    fn rotary_tables(&self, n: usize) -> (Vec<f32>, Vec<f32>) {
         let rot = self.config.rotary_ndims();
         let half = rot / 2;
         let base = self.config.rotary_emb_base as f32;
@@ -326,27 +331,7 @@ impl GptNeoX {
                 sin.push(angle.sin());
             }
         }
-        Ok((
-            Tensor::from_vec(cos, (n, half), &self.device)?,
-            Tensor::from_vec(sin, (n, half), &self.device)?,
-        ))
-    }
-
-    /// Rotates the first `rotary_ndims` channels of `(b, heads, n, head_dim)`.
-    fn rotate(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-        let rot = self.config.rotary_ndims();
-        let hd = self.config.head_dim();
-        if rot == 0 {
-            return x.contiguous();
-        }
-        let rotated =
-            candle_nn::rotary_emb::rope(&x.narrow(D::Minus1, 0, rot)?.contiguous()?, cos, sin)?;
-        if rot == hd {
-            return Ok(rotated);
-        }
-        // candle concatenates along an inner axis through transposes, which can leave
-        // strides the batched matmul rejects; hence the explicit copy.
-        Tensor::cat(&[&rotated, &x.narrow(D::Minus1, rot, hd - rot)?], D::Minus1)?.contiguous()
+        (cos, sin)
     }
 
     fn block_forward(
@@ -354,30 +339,33 @@ impl GptNeoX {
         block: &Block,
         x: &Tensor,
         ctx: &Context<'_>,
-    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-        let (b, n, _) = x.dims3()?;
-        let heads = self.config.num_attention_heads;
-        let hd = self.config.head_dim();
-        let qkv =
-            block
-                .qkv
-                .forward(&block.input_norm.forward(x)?)?
-                .reshape((b, n, heads, 3 * hd))?;
-        let part = |i: usize| qkv.narrow(D::Minus1, i * hd, hd)?.transpose(1, 2);
-        let q = self.rotate(&part(0)?, ctx.cos, ctx.sin)?;
-        let k = self.rotate(&part(1)?, ctx.cos, ctx.sin)?;
-        let v = part(2)?.contiguous()?;
-        let causal = KeyMask {
-            causal: true,
-            key_lengths: None,
+    ) -> candle_core::Result<(Tensor, Vec<Vec<F32Matrix>>)> {
+        let (b, n, h) = x.dims3()?;
+        let layout = QkvLayout {
+            batch: b,
+            n,
+            heads: self.config.num_attention_heads,
+            head_dim: self.config.head_dim(),
+            per_head_interleaved: true,
         };
-        let probs = attention_probs(&q, &k, 1.0 / (hd as f64).sqrt(), causal)?;
-        let attn = block.dense.forward(&merge_heads(&probs.matmul(&v)?)?)?;
-        let captured = match ctx.capture {
-            None => None,
-            Some(None) => Some(probs),
-            Some(Some(rows)) => Some(probs.index_select(rows, 2)?),
-        };
+        // A fresh tensor, so rotating its q and k channels in place is safe.
+        let qkv = block
+            .qkv
+            .forward(&block.input_norm.forward(x)?)?
+            .contiguous()?;
+        if self.config.rotary_ndims() > 0 {
+            qkv.inplace_op1(&RopeInPlace {
+                layout,
+                cos: ctx.cos,
+                sin: ctx.sin,
+            })?;
+        }
+        let scale = 1.0 / (layout.head_dim as f32).sqrt();
+        let attended = with_f32_data(&qkv, |data| {
+            attend(data, layout, ctx.lengths, true, scale, ctx.capture)
+        })?;
+        let context = Tensor::from_vec(attended.context, (b, n, h), &self.device)?;
+        let attn = block.dense.forward(&context)?;
         let mlp = |y: &Tensor| {
             block.mlp_out.forward(
                 &self
@@ -393,7 +381,7 @@ impl GptNeoX {
             let y = (attn + x)?;
             (mlp(&block.post_attention_norm.forward(&y)?)? + y)?
         };
-        Ok((out, captured))
+        Ok((out, attended.probs))
     }
 
     fn run(
@@ -417,17 +405,14 @@ impl GptNeoX {
         let (ids, lengths) = pad_batch(batch, 0, &self.device)?;
         let selection = attention_rows(&request.attention, &lengths)?;
         let n_max = ids.dim(1)?;
-        let (cos, sin) = self.rotary_tables(n_max)?;
-        // Right padding needs no key mask here: causality already hides every later
-        // (padded) key from the real queries.
-        let rows = match &selection {
-            Some(s) => s.index(&self.device)?,
-            None => None,
-        };
+        let (cos, sin) = self.rotary_tables(n_max);
+        // Right padding needs no key mask: causality already hides every later
+        // (padded) key from the real queries, and padded queries are skipped.
         let ctx = Context {
             cos: &cos,
             sin: &sin,
-            capture: selection.as_ref().map(|_| rows.as_ref()),
+            lengths: &lengths,
+            capture: selection.as_ref(),
         };
 
         let mut x = self.embed_in.forward(&ids)?;
@@ -437,8 +422,8 @@ impl GptNeoX {
         for block in &self.blocks {
             let (out, probs) = self.block_forward(block, &x, &ctx)?;
             layers.push(split_sequences(&out, &lengths)?);
-            if let (Some(p), Some(sel)) = (probs, &selection) {
-                attentions.push(split_attention(&p, &lengths, sel)?);
+            if selection.is_some() {
+                attentions.push(probs);
             }
             x = out;
         }

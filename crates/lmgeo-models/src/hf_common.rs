@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{D, Device, Storage, Tensor};
+use candle_core::{Device, Storage, Tensor};
 
 use crate::{AttentionCapture, F32Matrix, ForwardOutput, LogitsCapture, ModelError};
 
@@ -192,17 +192,6 @@ pub(crate) enum RowSelection {
 }
 
 impl RowSelection {
-    /// The index tensor for `index_select` on the query axis; `None` keeps all rows.
-    pub fn index(&self, device: &Device) -> candle_core::Result<Option<Tensor>> {
-        match self {
-            Self::All => Ok(None),
-            Self::Rows(rows) => {
-                let rows: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-                Tensor::new(rows.as_slice(), device).map(Some)
-            }
-        }
-    }
-
     /// Positions of the rows kept for a sequence of `n` tokens.
     pub fn positions(&self, n: usize) -> Vec<usize> {
         match self {
@@ -246,45 +235,6 @@ pub(crate) fn split_sequences(
     })
 }
 
-/// Splits captured attention probabilities `(batch, heads, rows, n_max)` into
-/// per-sequence, per-head matrices `n_rows x n_s`. With `RowSelection::All` the
-/// tensor holds all `n_max` rows and each sequence keeps its first `n_s`.
-pub(crate) fn split_attention(
-    probs: &Tensor,
-    lengths: &[usize],
-    selection: &RowSelection,
-) -> candle_core::Result<Vec<Vec<F32Matrix>>> {
-    let (b, heads, rows, n_max) = probs.dims4()?;
-    debug_assert_eq!(b, lengths.len());
-    with_f32_data(probs, |data| {
-        lengths
-            .iter()
-            .enumerate()
-            .map(|(s, &n)| {
-                let kept = match selection {
-                    RowSelection::All => n,
-                    RowSelection::Rows(r) => r.len(),
-                };
-                (0..heads)
-                    .map(|h| {
-                        let base = (s * heads + h) * rows * n_max;
-                        let mut out = Vec::with_capacity(kept * n);
-                        if n == n_max {
-                            out.extend_from_slice(&data[base..base + kept * n]);
-                        } else {
-                            for r in 0..kept {
-                                let row = base + r * n_max;
-                                out.extend_from_slice(&data[row..row + n]);
-                            }
-                        }
-                        F32Matrix::new(kept, n, out)
-                    })
-                    .collect()
-            })
-            .collect()
-    })
-}
-
 /// Gathers row `lengths[s] - 1` of every sequence from `(batch, n_max, hidden)`,
 /// giving `(batch, hidden)`.
 pub(crate) fn last_rows(t: &Tensor, lengths: &[usize]) -> candle_core::Result<Tensor> {
@@ -315,138 +265,6 @@ pub(crate) fn pad_batch(
         Tensor::from_vec(ids, (batch.len(), n_max), device)?,
         lengths,
     ))
-}
-
-/// `(batch, 1, 1, n_max)` additive mask: 0 on real keys, -inf on right padding.
-/// `None` when no sequence is padded.
-pub(crate) fn key_padding_mask(
-    lengths: &[usize],
-    device: &Device,
-) -> candle_core::Result<Option<Tensor>> {
-    let n_max = lengths.iter().copied().max().unwrap_or(0);
-    if lengths.iter().all(|&n| n == n_max) {
-        return Ok(None);
-    }
-    let mut mask = Vec::with_capacity(lengths.len() * n_max);
-    for &n in lengths {
-        mask.extend((0..n_max).map(|k| if k < n { 0f32 } else { f32::NEG_INFINITY }));
-    }
-    Tensor::from_vec(mask, (lengths.len(), 1, 1, n_max), device).map(Some)
-}
-
-/// Softmax over the last axis. candle's fused kernel wants a contiguous input.
-pub(crate) fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
-    candle_nn::ops::softmax_last_dim(&x.contiguous()?)
-}
-
-/// Splits `(batch, n, heads * head_dim)` into `(batch, heads, n, head_dim)`.
-pub(crate) fn split_heads(
-    x: &Tensor,
-    heads: usize,
-    head_dim: usize,
-) -> candle_core::Result<Tensor> {
-    let (b, n, _) = x.dims3()?;
-    x.reshape((b, n, heads, head_dim))?
-        .transpose(1, 2)?
-        .contiguous()
-}
-
-/// Inverse of [`split_heads`].
-pub(crate) fn merge_heads(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, heads, n, head_dim) = x.dims4()?;
-    x.transpose(1, 2)?.reshape((b, n, heads * head_dim))
-}
-
-/// Which keys each query may see.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct KeyMask<'a> {
-    /// Query `i` sees keys `0..=i` (decoders).
-    pub causal: bool,
-    /// Per sequence of the batch, the number of real keys (right padding after);
-    /// `None` when no sequence is padded.
-    pub key_lengths: Option<&'a [usize]>,
-}
-
-/// Attention probabilities `softmax(scale * q k^T)` over the visible keys, for
-/// `(b, h, n, d)` inputs; masked entries are exactly zero.
-///
-/// On the CPU, scaling, masking and softmax run in one in-place pass over the
-/// score matrix (no mask tensor, no second `b * h * n * n` buffer, and no
-/// exponentials for the causally hidden half).
-pub(crate) fn attention_probs(
-    q: &Tensor,
-    k: &Tensor,
-    scale: f64,
-    mask: KeyMask<'_>,
-) -> candle_core::Result<Tensor> {
-    let scores = q.matmul(&k.transpose(D::Minus2, D::Minus1)?)?;
-    if scores.device().is_cpu() && scores.dtype() == candle_core::DType::F32 {
-        let scores = scores.contiguous()?;
-        scores.inplace_op1(&MaskedSoftmax {
-            scale: scale as f32,
-            causal: mask.causal,
-            key_lengths: mask.key_lengths.map(<[usize]>::to_vec),
-        })?;
-        return Ok(scores);
-    }
-    // Other devices: the same result from generic ops.
-    let (b, _, n, _) = scores.dims4()?;
-    let device = scores.device().clone();
-    let mut scores = (scores * scale)?;
-    if mask.causal && n > 1 {
-        let m: Vec<f32> = (0..n)
-            .flat_map(|q| (0..n).map(move |k| if k <= q { 0.0 } else { f32::NEG_INFINITY }))
-            .collect();
-        scores = scores.broadcast_add(&Tensor::from_vec(m, (n, n), &device)?)?;
-    }
-    if let Some(lengths) = mask.key_lengths {
-        debug_assert_eq!(lengths.len(), b);
-        if let Some(m) = key_padding_mask(lengths, &device)? {
-            scores = scores.broadcast_add(&m)?;
-        }
-    }
-    softmax_last(&scores)
-}
-
-struct MaskedSoftmax {
-    scale: f32,
-    causal: bool,
-    key_lengths: Option<Vec<usize>>,
-}
-
-impl candle_core::InplaceOp1 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "lmgeo-masked-softmax"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &mut candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<()> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("masked softmax needs a contiguous input")
-        };
-        let candle_core::CpuStorage::F32(data) = storage else {
-            candle_core::bail!("masked softmax is implemented for f32")
-        };
-        let dims = layout.dims();
-        let [_, heads, n_q, n_k] = *dims else {
-            candle_core::bail!("masked softmax expects (batch, heads, queries, keys)")
-        };
-        let per_batch = heads * n_q;
-        crate::cpu_kernels::masked_softmax_rows(&mut data[start..end], n_k, self.scale, |i| {
-            let mut visible = n_k;
-            if self.causal {
-                visible = visible.min(i % n_q + 1);
-            }
-            if let Some(lengths) = &self.key_lengths {
-                visible = visible.min(lengths[i / per_batch]);
-            }
-            visible
-        });
-        Ok(())
-    }
 }
 
 /// Named access to checkpoint tensors, with typed errors naming the file or

@@ -10,6 +10,7 @@ mod error;
 mod matrix;
 mod output;
 
+mod attention;
 pub mod bert;
 mod cpu_kernels;
 pub mod gpt_neox;

@@ -440,3 +440,92 @@ fn float16_checkpoint_matches_transformers() {
     }
     worst.report();
 }
+
+/// A 150-token input spans three of the 64-row blocks the causal attention
+/// runs in; its final norm, selected attention rows and last logits must still
+/// match transformers.
+#[test]
+fn long_sequence_across_attention_blocks_matches_transformers() {
+    let (model, golden, meta) = fixture("parallel");
+    let long = &meta["long"];
+    let tokens: Vec<u32> = long["sequence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    let rows: Vec<usize> = long["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as usize)
+        .collect();
+    let n = tokens.len();
+    let out = model
+        .forward(
+            &tokens,
+            &ForwardRequest {
+                attention: AttentionCapture::Queries(rows.clone()),
+                logits: LogitsCapture::Last,
+            },
+        )
+        .unwrap();
+    let mut worst = Worst::new("gpt_neox/parallel long", TOL);
+    worst.check(
+        "final norm",
+        &out.final_norm.unwrap().data,
+        &golden.f32("long.final_norm"),
+    );
+    worst.check(
+        "last logits",
+        &out.logits.unwrap().data,
+        &golden.f32("long.logits_last"),
+    );
+    let att = golden.f32("long.attention_rows");
+    let heads = model.info().n_heads;
+    for (l, layer) in out.attentions.iter().enumerate() {
+        for (h, m) in layer.iter().enumerate() {
+            let start = (l * heads + h) * rows.len() * n;
+            worst.check(
+                &format!("layer {l} head {h} rows {rows:?}"),
+                &m.data,
+                &att[start..start + rows.len() * n],
+            );
+        }
+    }
+    worst.report();
+}
+
+/// Causality: the outputs at the first k positions do not depend on what
+/// follows, for cut points inside and at the edges of attention blocks.
+#[test]
+fn prefixes_are_unaffected_by_later_tokens() {
+    let (model, _, meta) = fixture("parallel");
+    let tokens: Vec<u32> = meta["long"]["sequence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    let request = ForwardRequest {
+        attention: AttentionCapture::Queries(vec![0, 63]),
+        ..Default::default()
+    };
+    let full = model.forward(&tokens, &request).unwrap();
+    for k in [64, 65, 100, 128] {
+        let part = model.forward(&tokens[..k], &request).unwrap();
+        for (a, b) in part.layers.iter().zip(&full.layers) {
+            let d = hf_support::max_abs_diff(&a.data, &b.data[..a.data.len()]);
+            assert!(d < 1e-5, "prefix {k}: hidden states differ by {d:e}");
+        }
+        for (la, lb) in part.attentions.iter().zip(&full.attentions) {
+            for (a, b) in la.iter().zip(lb) {
+                for r in 0..2 {
+                    let d = hf_support::max_abs_diff(a.row(r), &b.row(r)[..k]);
+                    assert!(d < 1e-6, "prefix {k}: attention differs by {d:e}");
+                    assert!(b.row(r)[k..].iter().all(|&p| p == 0.0));
+                }
+            }
+        }
+    }
+}
