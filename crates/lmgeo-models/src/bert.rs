@@ -154,6 +154,13 @@ impl Bert {
         origin: &Path,
         name: &str,
     ) -> Result<Self, ModelError> {
+        if !vb.device().is_cpu() {
+            // The attention core and the elementwise kernels work on CPU memory.
+            return Err(ModelError::Unsupported(format!(
+                "BERT runs on the CPU only (got {:?})",
+                vb.device()
+            )));
+        }
         let t = Tensors {
             vb,
             origin: origin.to_path_buf(),

@@ -230,6 +230,13 @@ impl GptNeoX {
         origin: &Path,
         name: &str,
     ) -> Result<Self, ModelError> {
+        if !vb.device().is_cpu() {
+            // The attention core and the elementwise kernels work on CPU memory.
+            return Err(ModelError::Unsupported(format!(
+                "GPT-NeoX runs on the CPU only (got {:?})",
+                vb.device()
+            )));
+        }
         let t = Tensors {
             vb,
             origin: origin.to_path_buf(),
