@@ -199,8 +199,9 @@ pub struct GptNeoX {
     embed_in: Embedding,
     blocks: Vec<Block>,
     final_norm: LayerNorm,
-    /// `(vocab, hidden)`; `None` for a bare `GPTNeoXModel` checkpoint.
-    unembedding: Option<Tensor>,
+    /// The unembedding transposed, `(hidden, vocab)` and contiguous (a plain
+    /// row-major product for gemm); `None` for a bare `GPTNeoXModel` checkpoint.
+    unembedding_t: Option<Tensor>,
     device: Device,
 }
 
@@ -272,7 +273,7 @@ impl GptNeoX {
         let final_norm = t.layer_norm(h, eps, &format!("{base}final_layer_norm"))?;
         // Pythia checkpoints name the unembedding `embed_out`; transformers 5 calls the
         // module `lm_head` (and maps the name on load), so accept either.
-        let unembedding = if config.tie_word_embeddings {
+        let unembedding: Option<Tensor> = if config.tie_word_embeddings {
             Some(embed_weight)
         } else if t.contains("embed_out.weight") {
             Some(t.get((v, h), "embed_out.weight")?)
@@ -286,6 +287,7 @@ impl GptNeoX {
                 path: t.origin.clone(),
             });
         };
+        let unembedding_t = unembedding.map(|w| w.t()?.contiguous()).transpose()?;
         let info = ModelInfo {
             architecture: "gpt_neox".into(),
             name: name.to_string(),
@@ -305,7 +307,7 @@ impl GptNeoX {
             embed_in,
             blocks,
             final_norm,
-            unembedding,
+            unembedding_t,
             device: t.vb.device().clone(),
         })
     }
@@ -404,7 +406,7 @@ impl GptNeoX {
             // (as in transformers), though Pythia was trained on 2048.
             check_tokens(tokens, self.config.vocab_size, None)?;
         }
-        if request.logits != LogitsCapture::None && self.unembedding.is_none() {
+        if request.logits != LogitsCapture::None && self.unembedding_t.is_none() {
             return Err(ModelError::Request(
                 "this GPT-NeoX checkpoint has no unembedding (embed_out), so no logits".into(),
             ));
@@ -436,10 +438,10 @@ impl GptNeoX {
         }
         let normed = self.final_norm.forward(&x)?;
         let final_norm = split_sequences(&normed, &lengths)?;
-        let logits = match (&request.logits, &self.unembedding) {
+        let logits = match (&request.logits, &self.unembedding_t) {
             (LogitsCapture::None, _) | (_, None) => None,
             (LogitsCapture::Last, Some(w)) => {
-                let last = last_rows(&normed, &lengths)?.matmul(&w.t()?)?;
+                let last = last_rows(&normed, &lengths)?.matmul(w)?;
                 Some(split_sequences(
                     &last.unsqueeze(1)?,
                     &vec![1; lengths.len()],
@@ -447,7 +449,7 @@ impl GptNeoX {
             }
             (LogitsCapture::All, Some(w)) => {
                 let (b, n, h) = normed.dims3()?;
-                let all = normed.reshape((b * n, h))?.matmul(&w.t()?)?;
+                let all = normed.reshape((b * n, h))?.matmul(w)?;
                 Some(split_sequences(&all.reshape((b, n, ()))?, &lengths)?)
             }
         };
