@@ -10,9 +10,27 @@ mod error;
 mod matrix;
 mod output;
 
+mod attention;
+pub mod bert;
+mod cpu_kernels;
+pub mod gpt_neox;
+mod hf_common;
+pub mod hf_folder;
+pub mod hf_tokenizer;
+pub mod init;
+pub mod source;
+
 pub use error::ModelError;
 pub use matrix::F32Matrix;
 pub use output::{AttentionCapture, ForwardOutput, ForwardRequest, LogitsCapture, ModelInfo};
+
+pub use bert::{Bert, BertConfig};
+pub use gpt_neox::{GptNeoX, GptNeoXConfig};
+pub use hf_common::Activation;
+pub use hf_folder::{Weights, load_hf_folder};
+pub use hf_tokenizer::HfTokenizer;
+pub use init::{InitRule, random_var_builder};
+pub use source::{HubOptions, ModelSource, fetch_hub_folder};
 
 /// A model that can run one token sequence and report every layer.
 pub trait LanguageModel: Send + Sync {

@@ -1,0 +1,204 @@
+//! Tokens per second of a full all-layer forward (every hidden state and every
+//! attention matrix, no logits) on 512-token hh-rlhf texts.
+//!
+//! ```text
+//! cargo run -p lmgeo-models --example bench_forward -- [--tokens 512] [--repeats 7] [MODEL...]
+//! ```
+//! MODEL: `minilm` (models/minilm-l6 or $LMGEO_MINILM_DIR), `neox-tiny` (the
+//! test fixture), `pythia-160m-random` (random weights from Pythia-160m's
+//! config), or a Hugging Face folder. Default: all three named ones.
+//! Token ids come from the MiniLM tokenizer for every model (GPT-NeoX has no
+//! tokenizer offline; speed does not depend on which ids are run), built the
+//! same way as scripts/bench/models_transformers.py builds them.
+//! Threads: candle follows RAYON_NUM_THREADS (default: all cores).
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use lmgeo_models::{
+    AttentionCapture, Bert, ForwardRequest, GptNeoX, GptNeoXConfig, HfTokenizer, LanguageModel,
+    LogitsCapture, TextTokenizer, Weights, load_hf_folder,
+};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn hh_rlhf_chosen() -> Vec<String> {
+    let rel = "shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
+    let path = std::env::var_os("LMGEO_HH_RLHF")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let ws = workspace().canonicalize().ok()?;
+            ws.ancestors().map(|a| a.join(rel)).find(|p| p.is_file())
+        })
+        .expect("hh-rlhf test split not found (set LMGEO_HH_RLHF)");
+    let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(path).unwrap(),
+    ));
+    reader
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
+            v["chosen"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Text `r`: dialogues r, r+1, ... joined until the ids reach `n`, cut to `n`.
+fn token_texts(tok: &HfTokenizer, n: usize, count: usize) -> Vec<Vec<u32>> {
+    let chosen = hh_rlhf_chosen();
+    (0..count)
+        .map(|r| {
+            let mut text = String::new();
+            let mut next = r;
+            loop {
+                if !text.is_empty() {
+                    text.push_str("\n\n");
+                }
+                text.push_str(&chosen[next]);
+                next += 1;
+                let ids = tok.encode(&text, true).unwrap();
+                if ids.len() >= n {
+                    return ids[..n].to_vec();
+                }
+            }
+        })
+        .collect()
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// User + system CPU seconds of the whole process (all threads), from
+/// /proc/self/stat in USER_HZ ticks (100 per second on Linux). On a shared
+/// machine this is steadier than wall time, though spin-waits count too.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f[11].parse::<f64>().ok()? + f[12].parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn minilm_dir() -> PathBuf {
+    std::env::var_os("LMGEO_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("models/minilm-l6"))
+}
+
+fn load(name: &str) -> Box<dyn LanguageModel> {
+    match name {
+        "minilm" => Box::new(Bert::from_folder(&minilm_dir()).expect("MiniLM folder")),
+        "neox-tiny" => Box::new(
+            GptNeoX::from_folder(
+                &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt_neox/parallel"),
+            )
+            .unwrap(),
+        ),
+        "pythia-160m-random" => {
+            let counts: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/fixtures/gpt_neox/pythia_counts.json"),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let config = GptNeoXConfig::from_value(
+                &counts["pythia-160m"]["config"],
+                Path::new("pythia-160m"),
+            )
+            .unwrap();
+            Box::new(GptNeoX::from_config_random(config, 0).unwrap())
+        }
+        folder => {
+            load_hf_folder(Path::new(folder), Weights::Pretrained)
+                .unwrap()
+                .0
+        }
+    }
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut take = |flag: &str, default: usize| -> usize {
+        match args.iter().position(|a| a == flag) {
+            Some(i) => {
+                let v = args[i + 1].parse().expect("a number");
+                args.drain(i..=i + 1);
+                v
+            }
+            None => default,
+        }
+    };
+    let n_tokens = take("--tokens", 512);
+    let repeats = take("--repeats", 7);
+    let models = if args.is_empty() {
+        vec![
+            "minilm".to_string(),
+            "neox-tiny".to_string(),
+            "pythia-160m-random".to_string(),
+        ]
+    } else {
+        args
+    };
+    let tok = HfTokenizer::from_file(&minilm_dir().join("tokenizer.json"))
+        .expect("the MiniLM tokenizer provides the token ids");
+    let texts = token_texts(&tok, n_tokens, repeats + 1);
+    println!(
+        "threads: {} (candle), tokens per forward: {n_tokens}, timed runs: {repeats} (+1 warm-up)",
+        candle_core::utils::get_num_threads()
+    );
+    let request = ForwardRequest {
+        attention: AttentionCapture::All,
+        logits: LogitsCapture::None,
+    };
+    for name in &models {
+        let t0 = Instant::now();
+        let model = load(name);
+        let load_s = t0.elapsed().as_secs_f64();
+        let mut times = Vec::with_capacity(repeats);
+        let mut cpu = Vec::with_capacity(repeats);
+        let vocab = model.info().vocab_size as u32;
+        for (i, ids) in texts.iter().enumerate() {
+            // The tiny fixture's vocabulary is 1000 ids.
+            let ids: Vec<u32> = ids.iter().map(|&t| t % vocab).collect();
+            let (t, c) = (Instant::now(), cpu_seconds());
+            let out = model.forward(&ids, &request).unwrap();
+            let (dt, dc) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
+            assert_eq!(out.layers.len(), model.info().n_layers);
+            drop(out);
+            if i > 0 {
+                times.push(dt);
+                cpu.push(dc);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        cpu.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        println!(
+            "{name:<20} {:>7.0} tokens/s  (median {:.0} ms, min {:.0} ms, CPU {:.2} s/forward; load {:.1} s; peak RSS so far {:.0} MiB)",
+            n_tokens as f64 / median,
+            median * 1e3,
+            times[0] * 1e3,
+            cpu[cpu.len() / 2],
+            load_s,
+            peak_rss_mib()
+        );
+    }
+}
