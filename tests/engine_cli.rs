@@ -28,17 +28,32 @@ fn demo_runs_then_is_cached_then_reruns_exactly_what_changed() {
     assert_eq!(summary["nodes"], DEMO_NODES);
     assert_eq!(summary["ran"], DEMO_NODES);
     assert_eq!(summary["failed"], 0);
-    assert_eq!(summary["results"], out.join("results.parquet").display().to_string());
+    assert_eq!(
+        summary["results"],
+        out.join("results.parquet").display().to_string()
+    );
     let csv = results_csv(&out);
-    assert!(csv.starts_with("experiment,node,kind,metric,value,"), "{csv}");
+    assert!(
+        csv.starts_with("experiment,node,kind,metric,value,"),
+        "{csv}"
+    );
 
     let second = run_experiment(Path::new(DEMO), &store, &out, &[]);
     assert!(second.success());
     assert_eq!(second.summary()["ran"], 0);
     assert_eq!(second.summary()["cached"], DEMO_NODES);
-    assert_eq!(results_csv(&out), csv, "a cached run gives the same results");
+    assert_eq!(
+        results_csv(&out),
+        csv,
+        "a cached run gives the same results"
+    );
 
-    let third = run_experiment(Path::new(DEMO), &store, &out, &["--set", "stats.center=false"]);
+    let third = run_experiment(
+        Path::new(DEMO),
+        &store,
+        &out,
+        &["--set", "stats.center=false"],
+    );
     assert!(third.success(), "{}", third.stderr());
     let ran: Vec<String> = statuses(&out)
         .into_iter()
@@ -71,7 +86,9 @@ fn demo_runs_then_is_cached_then_reruns_exactly_what_changed() {
     ]);
     assert!(explain.success(), "{}", explain.stderr());
     assert!(
-        explain.stdout().contains("parameter `center` changed: false → true"),
+        explain
+            .stdout()
+            .contains("parameter `center` changed: false → true"),
         "{}",
         explain.stdout()
     );
@@ -87,25 +104,53 @@ fn plan_dag_show_and_kinds() {
     let text = plan.stdout();
     assert!(text.contains("data[seed=1,rank=2]"), "{text}");
     assert!(text.contains("never run in this experiment"), "{text}");
-    assert!(text.contains("15 nodes: 0 cached, 15 will run, 0 blocked"), "{text}");
+    assert!(
+        text.contains("15 nodes: 0 cached, 15 will run, 0 blocked"),
+        "{text}"
+    );
 
     assert!(run_experiment(Path::new(DEMO), &store, &out, &[]).success());
     let plan = run(&["--store", store.to_str().unwrap(), "plan", DEMO]);
-    assert!(plan.stdout().contains("15 nodes: 15 cached, 0 will run"), "{}", plan.stdout());
+    assert!(
+        plan.stdout().contains("15 nodes: 15 cached, 0 will run"),
+        "{}",
+        plan.stdout()
+    );
 
     let dag = run(&["dag", DEMO]);
     assert!(dag.stdout().starts_with("flowchart LR"), "{}", dag.stdout());
     assert_eq!(dag.stdout().matches("-->").count(), 6 + 6 + 6);
     let dot = run(&["dag", DEMO, "--format", "dot"]);
-    assert!(dot.stdout().starts_with("digraph \"demo\""), "{}", dot.stdout());
+    assert!(
+        dot.stdout().starts_with("digraph \"demo\""),
+        "{}",
+        dot.stdout()
+    );
 
-    let show = run(&["show", out.to_str().unwrap(), "--metric", "frobenius_norm_mean"]);
+    let show = run(&[
+        "show",
+        out.to_str().unwrap(),
+        "--metric",
+        "frobenius_norm_mean",
+    ]);
     assert!(show.success(), "{}", show.stderr());
-    assert!(show.stdout().contains("frobenius_norm_mean"), "{}", show.stdout());
-    assert!(!show.stdout().contains("frobenius_norm_max"), "{}", show.stdout());
+    assert!(
+        show.stdout().contains("frobenius_norm_mean"),
+        "{}",
+        show.stdout()
+    );
+    assert!(
+        !show.stdout().contains("frobenius_norm_max"),
+        "{}",
+        show.stdout()
+    );
 
     let kinds = run(&["kinds"]);
-    assert!(kinds.stdout().contains("synthetic_matrix"), "{}", kinds.stdout());
+    assert!(
+        kinds.stdout().contains("synthetic_matrix"),
+        "{}",
+        kinds.stdout()
+    );
 }
 
 #[test]
@@ -124,7 +169,13 @@ fn environment_overrides_apply_and_are_located() {
         "{stderr}"
     );
     let output = common::lmgeo()
-        .args(["--store", store.to_str().unwrap(), "explain", DEMO, "stats[seed=1,rank=2]"])
+        .args([
+            "--store",
+            store.to_str().unwrap(),
+            "explain",
+            DEMO,
+            "stats[seed=1,rank=2]",
+        ])
         .env("LMGEO_STATS__CENTER", "false")
         .output()
         .unwrap();
@@ -190,7 +241,10 @@ fn two_processes_on_one_store_compute_each_node_once() {
     assert!(a.success(), "{}", a.stderr());
     assert!(b.success(), "{}", b.stderr());
     let ran = a.summary()["ran"].as_u64().unwrap() + b.summary()["ran"].as_u64().unwrap();
-    assert_eq!(ran, DEMO_NODES, "each node is computed by exactly one process");
+    assert_eq!(
+        ran, DEMO_NODES,
+        "each node is computed by exactly one process"
+    );
     assert_eq!(results_csv(&out_a), results_csv(&out_b));
 }
 
@@ -200,7 +254,14 @@ fn a_run_killed_midway_leaves_no_corrupt_entry() {
     let tmp = tempfile::tempdir().unwrap();
     let reference_store = tmp.path().join("reference");
     let reference_out = tmp.path().join("reference-out");
-    let heavy = ["--set", "data.rows=256", "--set", "data.cols=256", "--set", "data.texts=24"];
+    let heavy = [
+        "--set",
+        "data.rows=256",
+        "--set",
+        "data.cols=256",
+        "--set",
+        "data.texts=24",
+    ];
     let reference = run_experiment(Path::new(DEMO), &reference_store, &reference_out, &heavy);
     assert!(reference.success(), "{}", reference.stderr());
     let expected = results_csv(&reference_out);
@@ -208,7 +269,15 @@ fn a_run_killed_midway_leaves_no_corrupt_entry() {
     let store = tmp.path().join("store");
     let out = tmp.path().join("out");
     for delay_ms in [40u64, 120, 250, 400, 700] {
-        let mut args = vec!["--store", store.to_str().unwrap(), "run", DEMO, "--json", "--out", out.to_str().unwrap()];
+        let mut args = vec![
+            "--store",
+            store.to_str().unwrap(),
+            "run",
+            DEMO,
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ];
         args.extend(heavy);
         let mut child = common::lmgeo()
             .args(&args)
@@ -235,17 +304,33 @@ fn gc_keeps_what_experiments_reach_and_removes_the_rest() {
     assert!(run_experiment(Path::new(DEMO), &store, &out, &[]).success());
     assert!(run_experiment(Path::new(DEMO), &store, &out, &["--set", "data.rows=32"]).success());
     let store_arg = store.to_str().unwrap();
-    let dry = run(&["--store", store_arg, "gc", DEMO, "--keep-runs", "0", "--dry-run"]);
+    let dry = run(&[
+        "--store",
+        store_arg,
+        "gc",
+        DEMO,
+        "--keep-runs",
+        "0",
+        "--dry-run",
+    ]);
     assert!(dry.success(), "{}", dry.stderr());
     let listing = dry.stdout();
     // The rows=32 variant's 15 actions are unreachable from the file as written.
     assert!(listing.contains("would delete"), "{listing}");
-    assert_eq!(listing.lines().filter(|l| l.contains(" action ")).count(), 15, "{listing}");
+    assert_eq!(
+        listing.lines().filter(|l| l.contains(" action ")).count(),
+        15,
+        "{listing}"
+    );
     let before = common::snapshot(&store.join("actions")).len();
     assert_eq!(before, 30);
     let real = run(&["--store", store_arg, "gc", DEMO, "--keep-runs", "0"]);
     assert!(real.success(), "{}", real.stderr());
     assert_eq!(common::snapshot(&store.join("actions")).len(), 15);
     let cached = run_experiment(Path::new(DEMO), &store, &out, &[]);
-    assert_eq!(cached.summary()["ran"], 0, "what the experiment reaches survives gc");
+    assert_eq!(
+        cached.summary()["ran"],
+        0,
+        "what the experiment reaches survives gc"
+    );
 }

@@ -25,23 +25,42 @@ fn malformed_experiments_are_rejected_with_located_messages() {
             .lines()
             .filter_map(|l| l.strip_prefix("# expect: "))
             .collect();
-        assert!(!expected.is_empty(), "{} has no `# expect:` line", file.display());
+        assert!(
+            !expected.is_empty(),
+            "{} has no `# expect:` line",
+            file.display()
+        );
         let store = tempfile::tempdir().unwrap();
         let store_path = store.path().join("store");
         let relative = file.strip_prefix(common::repo_root()).unwrap();
         for command in ["run", "plan"] {
-            let run = common::run(&["--store", store_path.to_str().unwrap(), command, relative.to_str().unwrap()]);
+            let run = common::run(&[
+                "--store",
+                store_path.to_str().unwrap(),
+                command,
+                relative.to_str().unwrap(),
+            ]);
             let stderr = run.stderr();
             if run.code() != Some(2) {
-                failures.push(format!("{} ({command}): exit code {:?}\n{stderr}", file.display(), run.code()));
+                failures.push(format!(
+                    "{} ({command}): exit code {:?}\n{stderr}",
+                    file.display(),
+                    run.code()
+                ));
             }
             for e in &expected {
                 if !stderr.contains(e) {
-                    failures.push(format!("{} ({command}): missing `{e}` in:\n{stderr}", file.display()));
+                    failures.push(format!(
+                        "{} ({command}): missing `{e}` in:\n{stderr}",
+                        file.display()
+                    ));
                 }
             }
             if store_path.exists() {
-                failures.push(format!("{} ({command}): the store was created", file.display()));
+                failures.push(format!(
+                    "{} ({command}): the store was created",
+                    file.display()
+                ));
             }
         }
     }

@@ -45,7 +45,12 @@ impl Run {
             .lines()
             .rev()
             .find(|l| l.starts_with('{'))
-            .unwrap_or_else(|| panic!("no JSON summary in stdout:\n{stdout}\nstderr:\n{}", self.stderr()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "no JSON summary in stdout:\n{stdout}\nstderr:\n{}",
+                    self.stderr()
+                )
+            });
         serde_json::from_str(line).expect("valid JSON summary")
     }
 }
@@ -79,7 +84,12 @@ pub fn statuses(out: &Path) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["node"].as_str().unwrap().to_string(), n["status"].as_str().unwrap().to_string()))
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().to_string(),
+                n["status"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 

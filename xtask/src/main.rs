@@ -52,7 +52,11 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
             let mut failed = Vec::new();
             for file in PAPER_EXPERIMENTS {
                 eprintln!("== {file}");
-                let status = Command::new(&binary).arg("run").arg(file).args(&args[1..]).status()?;
+                let status = Command::new(&binary)
+                    .arg("run")
+                    .arg(file)
+                    .args(&args[1..])
+                    .status()?;
                 if !status.success() {
                     failed.push(*file);
                 }
@@ -72,7 +76,15 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
         Some("golden") => golden(&root),
         Some("bench") => bench(&root, args.get(1).map_or("all", String::as_str)),
         Some("help") | None => {
-            println!("{}", include_str!("main.rs").lines().take(9).map(|l| l.trim_start_matches("//!")).collect::<Vec<_>>().join("\n"));
+            println!(
+                "{}",
+                include_str!("main.rs")
+                    .lines()
+                    .take(9)
+                    .map(|l| l.trim_start_matches("//!"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
             Ok(())
         }
         Some(other) => bail!("unknown task `{other}`; try `cargo xtask help`"),
@@ -91,7 +103,8 @@ fn cargo() -> Command {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 /// Builds the `lmgeo` binary and returns its path.
@@ -103,7 +116,9 @@ fn build_lmgeo() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("building lmgeo failed");
     }
-    let binary = target_dir().join("debug").join(format!("lmgeo{}", std::env::consts::EXE_SUFFIX));
+    let binary = target_dir()
+        .join("debug")
+        .join(format!("lmgeo{}", std::env::consts::EXE_SUFFIX));
     if !binary.exists() {
         bail!("built lmgeo but cannot find it at {}", binary.display());
     }
@@ -131,12 +146,18 @@ fn reference_python(root: &Path) -> anyhow::Result<PathBuf> {
         return Ok(python);
     }
     if !python.exists() {
-        let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?;
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()?;
         if !status.success() {
             bail!("cannot create a venv at {}", venv.display());
         }
     }
-    eprintln!("installing the reference stack into {} (torch is ~3 GB) ...", venv.display());
+    eprintln!(
+        "installing the reference stack into {} (torch is ~3 GB) ...",
+        venv.display()
+    );
     let status = Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "-r"])
         .arg(&requirements)
@@ -172,7 +193,9 @@ fn bench(root: &Path, which: &str) -> anyhow::Result<()> {
         bench_engine(root)?;
     }
     if matches!(which, "probes" | "all") {
-        let status = cargo().args(["bench", "--package", "lmgeo-probes"]).status()?;
+        let status = cargo()
+            .args(["bench", "--package", "lmgeo-probes"])
+            .status()?;
         if !status.success() {
             bail!("probe benchmarks failed");
         }
@@ -213,7 +236,10 @@ fn bench_engine(root: &Path) -> anyhow::Result<()> {
             .output()?;
         let elapsed = started.elapsed();
         if !output.status.success() {
-            bail!("bench run failed: {}", String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "bench run failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         Ok(elapsed)
     };
@@ -222,7 +248,10 @@ fn bench_engine(root: &Path) -> anyhow::Result<()> {
     warm.sort();
     let median = warm[warm.len() / 2];
     println!("engine: 200-node experiment (100 synthetic_matrix + 100 matrix_stats)");
-    println!("  first run (computes everything):  {:>8.1} ms", cold.as_secs_f64() * 1e3);
+    println!(
+        "  first run (computes everything):  {:>8.1} ms",
+        cold.as_secs_f64() * 1e3
+    );
     println!(
         "  no-op rerun, whole process:       {:>8.1} ms median of {} (min {:.1}, max {:.1})",
         median.as_secs_f64() * 1e3,
@@ -231,7 +260,9 @@ fn bench_engine(root: &Path) -> anyhow::Result<()> {
         warm[warm.len() - 1].as_secs_f64() * 1e3
     );
     let _ = std::fs::remove_dir_all(&dir);
-    let status = cargo().args(["bench", "--package", "lmgeo-nodes", "--bench", "noop_rerun"]).status()?;
+    let status = cargo()
+        .args(["bench", "--package", "lmgeo-nodes", "--bench", "noop_rerun"])
+        .status()?;
     if !status.success() {
         bail!("engine benchmark failed");
     }

@@ -26,10 +26,16 @@ pub fn report(errors: &SpecErrors) {
             if let Some(help) = &error.help {
                 diagnostic = diagnostic.with_help(help.clone());
             }
-            let source = NamedSource::new(error.file.path.display().to_string(), error.file.text.to_string());
+            let source = NamedSource::new(
+                error.file.path.display().to_string(),
+                error.file.text.to_string(),
+            );
             let report = miette::Report::new(diagnostic).with_source_code(source);
             let mut rendered = String::new();
-            if handler.render_report(&mut rendered, report.as_ref()).is_ok() {
+            if handler
+                .render_report(&mut rendered, report.as_ref())
+                .is_ok()
+            {
                 eprintln!("{rendered}");
                 continue;
             }

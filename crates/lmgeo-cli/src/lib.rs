@@ -190,7 +190,8 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
                 options.jobs = jobs;
             }
             let out = out.unwrap_or_else(|| Path::new("results").join(&graph.experiment.name));
-            let observer = progress::ProgressObserver::new(std::io::stdout().is_terminal() && !json);
+            let observer =
+                progress::ProgressObserver::new(std::io::stdout().is_terminal() && !json);
             let report = lmgeo_dag::run(&graph, &store, &options, &observer)?;
             observer.clear();
             let summary = publish::collect_results(&graph, &store, &report, &out)?;
@@ -236,7 +237,11 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
             metric,
             all_columns,
         } => {
-            let file = if path.is_dir() { path.join("results.parquet") } else { path };
+            let file = if path.is_dir() {
+                path.join("results.parquet")
+            } else {
+                path
+            };
             let mut frame = lmgeo_tables::read_parquet(&file)?;
             if let Some(metric) = metric {
                 frame = lmgeo_tables::filter_equal(&frame, "metric", &metric)?;
@@ -261,7 +266,12 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
         Command::Kinds => {
             let width = registry.names().map(str::len).max().unwrap_or(0);
             for kind in registry.kinds() {
-                println!("{:width$}  v{}  {}", kind.name(), kind.version(), kind.summary());
+                println!(
+                    "{:width$}  v{}  {}",
+                    kind.name(),
+                    kind.version(),
+                    kind.summary()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -278,7 +288,12 @@ fn status_word(status: &Status) -> String {
     }
 }
 
-fn print_run_summary(graph: &Graph, report: &lmgeo_dag::RunReport, summary: &RunSummary, json: bool) {
+fn print_run_summary(
+    graph: &Graph,
+    report: &lmgeo_dag::RunReport,
+    summary: &RunSummary,
+    json: bool,
+) {
     let failed = report.count(|s| matches!(s, Status::Failed(_)));
     let blocked = report.count(|s| matches!(s, Status::Blocked { .. }));
     let skipped = report.count(|s| matches!(s, Status::Skipped));
@@ -310,16 +325,26 @@ fn print_run_summary(graph: &Graph, report: &lmgeo_dag::RunReport, summary: &Run
 }
 
 fn print_plan(plan: &[PlanEntry]) {
-    let width = plan.iter().map(|e| e.instance.len()).max().unwrap_or(0).min(60);
+    let width = plan
+        .iter()
+        .map(|e| e.instance.len())
+        .max()
+        .unwrap_or(0)
+        .min(60);
     for entry in plan {
         let (word, reasons) = match &entry.status {
             PlanStatus::Cached => ("cached", Vec::new()),
             PlanStatus::WillRun(reasons) => ("will run", reasons.clone()),
-            PlanStatus::AfterUpstream(up) => ("will run", vec![format!("after {} run(s)", up.join(", "))]),
+            PlanStatus::AfterUpstream(up) => {
+                ("will run", vec![format!("after {} run(s)", up.join(", "))])
+            }
             PlanStatus::Blocked(reason) => ("blocked", vec![reason.clone()]),
         };
         let first = reasons.first().cloned().unwrap_or_default();
-        println!("{:width$}  {:<8}  {:<16}  {first}", entry.instance, word, entry.kind);
+        println!(
+            "{:width$}  {:<8}  {:<16}  {first}",
+            entry.instance, word, entry.kind
+        );
         for more in reasons.iter().skip(1) {
             println!("{:width$}  {:<8}  {:<16}  {more}", "", "", "");
         }
@@ -355,7 +380,12 @@ fn explain(graph: &Graph, store: &Store, node: &str) -> anyhow::Result<ExitCode>
     for index in selected {
         let instance = &graph.instances[index];
         let entry = &plan[index];
-        println!("{} ({} v{})", instance.id, instance.kind.name(), instance.kind.version());
+        println!(
+            "{} ({} v{})",
+            instance.id,
+            instance.kind.name(),
+            instance.kind.version()
+        );
         match &entry.status {
             PlanStatus::Cached => println!("  status: cached"),
             PlanStatus::WillRun(reasons) => {
@@ -383,7 +413,11 @@ fn explain(graph: &Graph, store: &Store, node: &str) -> anyhow::Result<ExitCode>
             }
         }
         if !instance.coords.is_empty() {
-            let coords: Vec<String> = instance.coords.iter().map(|(a, v)| format!("{a}={v}")).collect();
+            let coords: Vec<String> = instance
+                .coords
+                .iter()
+                .map(|(a, v)| format!("{a}={v}"))
+                .collect();
             println!("  coordinates: {}", coords.join(", "));
         }
         println!("  parameters: {}", instance.configured.params);
@@ -433,7 +467,10 @@ fn gc(
             no_env: true,
         };
         let Ok(graph) = load_graph(&args, registry) else {
-            anyhow::bail!("{} does not validate; fix it or name the experiments to keep", file.display());
+            anyhow::bail!(
+                "{} does not validate; fix it or name the experiments to keep",
+                file.display()
+            );
         };
         for entry in lmgeo_dag::plan(&graph, &store) {
             if let (PlanStatus::Cached, Some(key)) = (&entry.status, entry.key) {

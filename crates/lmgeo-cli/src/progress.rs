@@ -32,12 +32,15 @@ impl ProgressObserver {
     }
 
     fn spinner_style() -> ProgressStyle {
-        ProgressStyle::with_template("{spinner} [{elapsed:>4}] {prefix} {msg}").expect("valid template")
+        ProgressStyle::with_template("{spinner} [{elapsed:>4}] {prefix} {msg}")
+            .expect("valid template")
     }
 
     fn bar_style() -> ProgressStyle {
-        ProgressStyle::with_template("{spinner} [{elapsed:>4}] {prefix} {bar:30} {pos}/{len} {msg} ({per_sec}, eta {eta})")
-            .expect("valid template")
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed:>4}] {prefix} {bar:30} {pos}/{len} {msg} ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
     }
 }
 
@@ -51,7 +54,10 @@ impl Observer for ProgressObserver {
         bar.set_prefix(instance.to_string());
         bar.set_message(kind.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
-        self.bars.lock().expect("not poisoned").insert(instance.to_string(), bar);
+        self.bars
+            .lock()
+            .expect("not poisoned")
+            .insert(instance.to_string(), bar);
     }
 
     fn progress(&self, progress: &Progress) {

@@ -40,11 +40,17 @@ fn file_name(id: &str) -> String {
 
 /// Writes `results.parquet`, `results.csv`, the published node outputs under
 /// `nodes/` and `run.json` into `out`.
-pub fn collect_results(graph: &Graph, store: &Store, report: &RunReport, out: &Path) -> anyhow::Result<RunSummary> {
+pub fn collect_results(
+    graph: &Graph,
+    store: &Store,
+    report: &RunReport,
+    out: &Path,
+) -> anyhow::Result<RunSummary> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let nodes_dir = out.join("nodes");
     if nodes_dir.exists() {
-        std::fs::remove_dir_all(&nodes_dir).with_context(|| format!("clearing {}", nodes_dir.display()))?;
+        std::fs::remove_dir_all(&nodes_dir)
+            .with_context(|| format!("clearing {}", nodes_dir.display()))?;
     }
     let mut rows = Vec::new();
     let mut records = Vec::new();
@@ -52,7 +58,11 @@ pub fn collect_results(graph: &Graph, store: &Store, report: &RunReport, out: &P
         let mut published = Vec::new();
         if outcome.status.succeeded() {
             let params = instance.configured.params.to_string();
-            let coords: Vec<(String, Cell)> = instance.coords.iter().map(|(a, v)| (a.clone(), cell(v))).collect();
+            let coords: Vec<(String, Cell)> = instance
+                .coords
+                .iter()
+                .map(|(a, v)| (a.clone(), cell(v)))
+                .collect();
             for metric in &outcome.metrics {
                 rows.push(ResultRow {
                     experiment: graph.experiment.name.clone(),
@@ -61,21 +71,44 @@ pub fn collect_results(graph: &Graph, store: &Store, report: &RunReport, out: &P
                     metric: metric.metric.clone(),
                     value: metric.value,
                     coords: coords.clone(),
-                    dims: metric.dims.iter().map(|(d, v)| (d.clone(), cell(v))).collect(),
+                    dims: metric
+                        .dims
+                        .iter()
+                        .map(|(d, v)| (d.clone(), cell(v)))
+                        .collect(),
                     params: params.clone(),
                 });
             }
-            let action = outcome.action.as_ref().expect("a successful node has an action");
-            for output in instance.configured.interface.outputs.iter().filter(|o| o.publish) {
+            let action = outcome
+                .action
+                .as_ref()
+                .expect("a successful node has an action");
+            for output in instance
+                .configured
+                .interface
+                .outputs
+                .iter()
+                .filter(|o| o.publish)
+            {
                 let blob = &action.outputs[&output.name];
-                let source = store
-                    .verified_blob(blob)
-                    .with_context(|| format!("output `{}` of `{}` is corrupt in the store; run again", output.name, instance.id))?;
+                let source = store.verified_blob(blob).with_context(|| {
+                    format!(
+                        "output `{}` of `{}` is corrupt in the store; run again",
+                        output.name, instance.id
+                    )
+                })?;
                 let dir = nodes_dir.join(file_name(&instance.id));
                 std::fs::create_dir_all(&dir)?;
                 let target = dir.join(format!("{}.{}", output.name, output.extension));
-                std::fs::copy(&source, &target).with_context(|| format!("copying to {}", target.display()))?;
-                published.push(target.strip_prefix(out).unwrap_or(&target).display().to_string());
+                std::fs::copy(&source, &target)
+                    .with_context(|| format!("copying to {}", target.display()))?;
+                published.push(
+                    target
+                        .strip_prefix(out)
+                        .unwrap_or(&target)
+                        .display()
+                        .to_string(),
+                );
             }
         }
         records.push(serde_json::json!({

@@ -43,7 +43,9 @@ impl Node for Number {
             return Err(ParamError::field("value", "must be finite"));
         }
         Ok(Interface {
-            outputs: vec![OutputPort::published("value", "the number as text").with_extension("txt")],
+            outputs: vec![
+                OutputPort::published("value", "the number as text").with_extension("txt"),
+            ],
             ..Interface::default()
         })
     }

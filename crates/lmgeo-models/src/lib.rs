@@ -18,6 +18,7 @@ mod hf_common;
 pub mod hf_folder;
 pub mod hf_tokenizer;
 pub mod init;
+pub mod load;
 pub mod source;
 
 pub use error::ModelError;
@@ -30,6 +31,7 @@ pub use hf_common::Activation;
 pub use hf_folder::{Weights, load_hf_folder};
 pub use hf_tokenizer::HfTokenizer;
 pub use init::{InitRule, random_var_builder};
+pub use load::{LoadedModel, load_model, registry_digest};
 pub use source::{HubOptions, ModelSource, fetch_hub_folder};
 
 /// A model that can run one token sequence and report every layer.

@@ -18,7 +18,9 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
     let build = || {
-        let experiment = lmgeo_dag::spec::parse(Path::new("bench200.toml"), &text, &Overrides::default()).expect("valid");
+        let experiment =
+            lmgeo_dag::spec::parse(Path::new("bench200.toml"), &text, &Overrides::default())
+                .expect("valid");
         lmgeo_dag::build(experiment, &registry).expect("valid")
     };
     let graph = build();
@@ -42,6 +44,12 @@ fn main() {
         v[v.len() / 2].as_secs_f64() * 1e3
     };
     println!("engine, in process, 200-node no-op rerun (median of 25):");
-    println!("  parse + validate + expand: {:>7.2} ms", median(&mut parse_times));
-    println!("  run (200 cache hits):      {:>7.2} ms", median(&mut run_times));
+    println!(
+        "  parse + validate + expand: {:>7.2} ms",
+        median(&mut parse_times)
+    );
+    println!(
+        "  run (200 cache hits):      {:>7.2} ms",
+        median(&mut run_times)
+    );
 }

@@ -56,10 +56,13 @@ impl Default for Layers {
 impl Layers {
     pub fn check(&self, field: &str) -> Result<(), ParamError> {
         match self {
-            Layers::List(list) if list.is_empty() => Err(ParamError::field(field, "is an empty list of layers")),
-            Layers::List(list) if list.iter().any(|l| *l < 0) => {
-                Err(ParamError::field(field, "has a negative layer; 0 is the embedding layer"))
+            Layers::List(list) if list.is_empty() => {
+                Err(ParamError::field(field, "is an empty list of layers"))
             }
+            Layers::List(list) if list.iter().any(|l| *l < 0) => Err(ParamError::field(
+                field,
+                "has a negative layer; 0 is the embedding layer",
+            )),
             _ => Ok(()),
         }
     }
@@ -72,9 +75,14 @@ impl Layers {
             Layers::List(list) => Ok(Some(list.clone())),
             Layers::Named(LayerName::Last) => {
                 let reader = EmbeddingReader::open(table)?;
-                let final_norm: Option<i32> = reader.metadata("lmgeo.final_norm_layer").and_then(|v| v.parse().ok());
+                let final_norm: Option<i32> = reader
+                    .metadata("lmgeo.final_norm_layer")
+                    .and_then(|v| v.parse().ok());
                 let layers: Vec<i32> = match reader.metadata("lmgeo.layers") {
-                    Some(list) => list.split(',').filter_map(|v| v.trim().parse().ok()).collect(),
+                    Some(list) => list
+                        .split(',')
+                        .filter_map(|v| v.trim().parse().ok())
+                        .collect(),
                     None => {
                         let mut seen: Vec<i32> = Vec::new();
                         for m in reader {
@@ -149,9 +157,21 @@ pub fn layer_summary(values: &BTreeMap<(i32, String), Vec<f64>>) -> Vec<MetricRo
     let mut rows = Vec::new();
     for ((layer, metric), v) in values {
         let (mean, sem) = mean_sem(v);
-        rows.push(MetricRow::new(metric.clone(), mean).dim("layer", i64::from(*layer)).dim("stat", "mean"));
-        rows.push(MetricRow::new(metric.clone(), sem).dim("layer", i64::from(*layer)).dim("stat", "sem"));
-        rows.push(MetricRow::new(metric.clone(), v.len() as f64).dim("layer", i64::from(*layer)).dim("stat", "n"));
+        rows.push(
+            MetricRow::new(metric.clone(), mean)
+                .dim("layer", i64::from(*layer))
+                .dim("stat", "mean"),
+        );
+        rows.push(
+            MetricRow::new(metric.clone(), sem)
+                .dim("layer", i64::from(*layer))
+                .dim("stat", "sem"),
+        );
+        rows.push(
+            MetricRow::new(metric.clone(), v.len() as f64)
+                .dim("layer", i64::from(*layer))
+                .dim("stat", "n"),
+        );
     }
     rows
 }

@@ -6,7 +6,10 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Format { path: String, message: String },
 }
@@ -50,13 +53,20 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyMatrix, String> {
             if bytes.len() < 12 {
                 return Err("truncated header".into());
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => return Err(format!("unsupported .npy version {v}")),
     };
     let data_start = header_start + header_len;
-    let header = std::str::from_utf8(bytes.get(header_start..data_start).ok_or("truncated header")?)
-        .map_err(|_| "header is not text")?;
+    let header = std::str::from_utf8(
+        bytes
+            .get(header_start..data_start)
+            .ok_or("truncated header")?,
+    )
+    .map_err(|_| "header is not text")?;
     let descr = header_field(header, "descr")?;
     let descr = descr
         .trim_start_matches(['\'', '"'])
@@ -73,7 +83,10 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyMatrix, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad dimension `{s}`")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad dimension `{s}`"))
+        })
         .collect::<Result<_, _>>()?;
     let (rows, cols) = match shape.as_slice() {
         [r, c] => (*r, *c),
@@ -85,7 +98,10 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyMatrix, String> {
     let values: Vec<f32> = match descr {
         "<f4" => {
             check_len(body, count * 4)?;
-            body.chunks_exact(4).take(count).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            body.chunks_exact(4)
+                .take(count)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
         }
         "<f8" => {
             check_len(body, count * 8)?;
@@ -94,7 +110,11 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyMatrix, String> {
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
                 .collect()
         }
-        other => return Err(format!("unsupported dtype `{other}`; save as float32 or float64")),
+        other => {
+            return Err(format!(
+                "unsupported dtype `{other}`; save as float32 or float64"
+            ));
+        }
     };
     let data = if fortran {
         let mut out = vec![0.0; count];
@@ -112,7 +132,10 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyMatrix, String> {
 
 fn check_len(body: &[u8], needed: usize) -> Result<(), String> {
     if body.len() < needed {
-        Err(format!("data is truncated: {} bytes where {needed} are needed", body.len()))
+        Err(format!(
+            "data is truncated: {} bytes where {needed} are needed",
+            body.len()
+        ))
     } else {
         Ok(())
     }
@@ -124,7 +147,10 @@ mod tests {
 
     /// Builds a version-1 file the way the format specification describes.
     fn npy(descr: &str, fortran: bool, shape: &str, body: &[u8]) -> Vec<u8> {
-        let mut header = format!("{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}", if fortran { "True" } else { "False" });
+        let mut header = format!(
+            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+            if fortran { "True" } else { "False" }
+        );
         while (10 + header.len() + 1) % 64 != 0 {
             header.push(' ');
         }
@@ -150,7 +176,10 @@ mod tests {
 
     #[test]
     fn reads_float64_and_rejects_others() {
-        let body: Vec<u8> = [0.5f64, -1.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let body: Vec<u8> = [0.5f64, -1.5]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let m = parse_npy(&npy("<f8", false, "(2,)", &body)).unwrap();
         assert_eq!((m.rows, m.cols, m.data.clone()), (1, 2, vec![0.5, -1.5]));
         let err = parse_npy(&npy("<i8", false, "(2,)", &body)).unwrap_err();

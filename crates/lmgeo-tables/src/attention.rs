@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float32Array, Float32Builder, Int32Array, Int32Builder, ListArray, ListBuilder,
-    RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
+    Array, ArrayRef, Float32Array, Float32Builder, Int32Array, Int32Builder, ListArray,
+    ListBuilder, RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
@@ -75,7 +75,9 @@ impl AttentionWriter {
         let mut metadata = metadata;
         metadata.push(("lmgeo.table".into(), "attention".into()));
         let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("valid level"),
+            ))
             .set_created_by(format!("lmgeo-tables {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(
                 metadata
@@ -94,8 +96,11 @@ impl AttentionWriter {
             layer: Int32Builder::new(),
             query: UInt32Builder::new(),
             head: UInt32Builder::new(),
-            weights: ListBuilder::new(Float32Builder::new())
-                .with_field(Arc::new(Field::new("item", DataType::Float32, false))),
+            weights: ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new(
+                "item",
+                DataType::Float32,
+                false,
+            ))),
             buffered: 0,
         })
     }
@@ -139,7 +144,8 @@ impl AttentionWriter {
             Arc::new(self.head.finish()),
             Arc::new(self.weights.finish()),
         ];
-        self.writer.write(&RecordBatch::try_new(self.schema.clone(), columns)?)?;
+        self.writer
+            .write(&RecordBatch::try_new(self.schema.clone(), columns)?)?;
         self.buffered = 0;
         Ok(())
     }
@@ -164,7 +170,10 @@ impl AttentionReader {
         let file = File::open(path).map_err(|e| TableError::io(path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(4096);
         if builder.schema().field_with_name("weights").is_err() {
-            return Err(TableError::Invalid(format!("{} is not an lmgeo attention table", path.display())));
+            return Err(TableError::Invalid(format!(
+                "{} is not an lmgeo attention table",
+                path.display()
+            )));
         }
         Ok(Self {
             batches: builder.build()?,
@@ -176,7 +185,11 @@ impl AttentionReader {
     fn next_row(&mut self) -> Result<Option<AttentionRow>, TableError> {
         let mut out: Option<AttentionRow> = None;
         loop {
-            if self.current.as_ref().is_none_or(|b| self.row >= b.num_rows()) {
+            if self
+                .current
+                .as_ref()
+                .is_none_or(|b| self.row >= b.num_rows())
+            {
                 match self.batches.next() {
                     Some(batch) => {
                         self.current = Some(batch?);
@@ -195,7 +208,8 @@ impl AttentionReader {
             let lists = down::<ListArray>(col("weights"))?;
             while self.row < batch.num_rows() {
                 let r = self.row;
-                let (text_id, layer, query) = (text_ids.value(r), layers.value(r), queries.value(r));
+                let (text_id, layer, query) =
+                    (text_ids.value(r), layers.value(r), queries.value(r));
                 if let Some(o) = &out
                     && (o.text_id != text_id || o.layer != layer || o.query != query)
                 {
@@ -214,7 +228,9 @@ impl AttentionReader {
                     weights: Vec::new(),
                 });
                 if values.len() != o.keys {
-                    return Err(TableError::Invalid("attention heads of one query differ in length".into()));
+                    return Err(TableError::Invalid(
+                        "attention heads of one query differ in length".into(),
+                    ));
                 }
                 o.weights.extend_from_slice(values.values());
                 o.heads += 1;
@@ -261,7 +277,10 @@ mod tests {
             w.push(r).unwrap();
         }
         w.finish().unwrap();
-        let back: Vec<AttentionRow> = AttentionReader::open(&path).unwrap().map(Result::unwrap).collect();
+        let back: Vec<AttentionRow> = AttentionReader::open(&path)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(back, rows);
     }
 }

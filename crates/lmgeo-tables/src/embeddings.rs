@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, FixedSizeListBuilder, Float32Array, Float32Builder, Int32Array,
-    Int32Builder, RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
+    Array, ArrayRef, FixedSizeListArray, FixedSizeListBuilder, Float32Array, Float32Builder,
+    Int32Array, Int32Builder, RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
@@ -68,7 +68,10 @@ fn schema(hidden: usize) -> Arc<Schema> {
         Field::new("token", DataType::Utf8, false),
         Field::new(
             "vector",
-            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), hidden as i32),
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                hidden as i32,
+            ),
             false,
         ),
     ]))
@@ -97,7 +100,9 @@ pub struct EmbeddingWriter {
 /// Writer settings fixed so the same rows give the same bytes.
 fn writer_properties(metadata: Vec<(String, String)>) -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
         .set_max_row_group_row_count(Some(BATCH_ROWS * 4))
         .set_created_by(format!("lmgeo-tables {}", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata(Some(
@@ -110,7 +115,11 @@ fn writer_properties(metadata: Vec<(String, String)>) -> WriterProperties {
 }
 
 impl EmbeddingWriter {
-    pub fn create(path: &Path, hidden: usize, metadata: Vec<(String, String)>) -> Result<Self, TableError> {
+    pub fn create(
+        path: &Path,
+        hidden: usize,
+        metadata: Vec<(String, String)>,
+    ) -> Result<Self, TableError> {
         if hidden == 0 {
             return Err(TableError::Invalid("hidden size must be positive".into()));
         }
@@ -223,7 +232,11 @@ impl EmbeddingReader {
                     .collect()
             })
             .unwrap_or_default();
-        let hidden = match builder.schema().field_with_name("vector").map(|f| f.data_type().clone()) {
+        let hidden = match builder
+            .schema()
+            .field_with_name("vector")
+            .map(|f| f.data_type().clone())
+        {
             Ok(DataType::FixedSizeList(_, size)) => size as usize,
             _ => {
                 return Err(TableError::Invalid(format!(
@@ -262,7 +275,11 @@ impl EmbeddingReader {
     fn next_matrix(&mut self) -> Result<Option<TextMatrix>, TableError> {
         let mut matrix: Option<TextMatrix> = None;
         loop {
-            if self.current.as_ref().is_none_or(|b| self.row >= b.num_rows()) {
+            if self
+                .current
+                .as_ref()
+                .is_none_or(|b| self.row >= b.num_rows())
+            {
                 match self.batches.next() {
                     Some(batch) => {
                         self.current = Some(batch?);
@@ -291,7 +308,11 @@ impl EmbeddingReader {
                     return Ok(matrix);
                 }
                 self.row += 1;
-                if self.layers.as_ref().is_some_and(|keep| !keep.contains(&layer)) {
+                if self
+                    .layers
+                    .as_ref()
+                    .is_some_and(|keep| !keep.contains(&layer))
+                {
                     continue;
                 }
                 let m = matrix.get_or_insert_with(|| TextMatrix {
@@ -307,7 +328,8 @@ impl EmbeddingReader {
                 m.token_ids.push(token_ids.value(r));
                 m.tokens.push(tokens.value(r).to_string());
                 let start = (vectors.offset() + r) * self.hidden;
-                m.data.extend_from_slice(&values.values()[start..start + self.hidden]);
+                m.data
+                    .extend_from_slice(&values.values()[start..start + self.hidden]);
                 m.rows += 1;
             }
         }
@@ -333,7 +355,13 @@ fn downcast<T: 'static>(array: &ArrayRef) -> Result<&T, TableError> {
 mod tests {
     use super::*;
 
-    fn matrix(text: &str, layer: i32, n: usize, d: usize, base: f32) -> (Vec<u32>, Vec<String>, Vec<f32>, String, i32) {
+    fn matrix(
+        text: &str,
+        layer: i32,
+        n: usize,
+        d: usize,
+        base: f32,
+    ) -> (Vec<u32>, Vec<String>, Vec<f32>, String, i32) {
         let ids: Vec<u32> = (0..n as u32).collect();
         let tokens: Vec<String> = ids.iter().map(|i| format!("t{i}")).collect();
         let data: Vec<f32> = (0..n * d).map(|i| base + i as f32).collect();
@@ -351,7 +379,8 @@ mod tests {
             matrix("b", 1, 5, d, 300.0),
         ];
         let write = |path: &Path| {
-            let mut w = EmbeddingWriter::create(path, d, vec![("model".into(), "toy".into())]).unwrap();
+            let mut w =
+                EmbeddingWriter::create(path, d, vec![("model".into(), "toy".into())]).unwrap();
             for (i, (ids, tokens, data, text, layer)) in inputs.iter().enumerate() {
                 w.push(&MatrixRows {
                     text_id: text,
@@ -369,7 +398,10 @@ mod tests {
         let second = dir.path().join("b.parquet");
         assert_eq!(write(&first), 14);
         write(&second);
-        assert_eq!(std::fs::read(&first).unwrap(), std::fs::read(&second).unwrap());
+        assert_eq!(
+            std::fs::read(&first).unwrap(),
+            std::fs::read(&second).unwrap()
+        );
 
         let reader = EmbeddingReader::open(&first).unwrap();
         assert_eq!(reader.metadata("model"), Some("toy"));
@@ -413,7 +445,10 @@ mod tests {
             .unwrap();
         }
         w.finish().unwrap();
-        let read: Vec<TextMatrix> = EmbeddingReader::open(&path).unwrap().map(Result::unwrap).collect();
+        let read: Vec<TextMatrix> = EmbeddingReader::open(&path)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(read.len(), 2);
         assert_eq!(read[1].rows, n);
         assert_eq!(read[1].data, data);
@@ -433,6 +468,9 @@ mod tests {
                 data: &[0.0; 7],
             })
             .unwrap_err();
-        assert!(err.to_string().contains("7 values for hidden size 4"), "{err}");
+        assert!(
+            err.to_string().contains("7 values for hidden size 4"),
+            "{err}"
+        );
     }
 }

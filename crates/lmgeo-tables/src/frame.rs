@@ -180,13 +180,44 @@ pub fn write_parquet(frame: &mut DataFrame, path: &Path) -> Result<(), TableErro
 
 pub fn write_csv(frame: &mut DataFrame, path: &Path) -> Result<(), TableError> {
     let mut file = File::create(path).map_err(|e| TableError::io(path, e))?;
-    CsvWriter::new(&mut file).include_header(true).finish(frame)?;
+    CsvWriter::new(&mut file)
+        .include_header(true)
+        .finish(frame)?;
     Ok(())
 }
 
 pub fn read_parquet(path: &Path) -> Result<DataFrame, TableError> {
     let file = File::open(path).map_err(|e| TableError::io(path, e))?;
     Ok(ParquetReader::new(file).finish()?)
+}
+
+/// A column type for [`set_column_type`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    Int,
+    Float,
+    Str,
+    Bool,
+}
+
+/// Casts a column, e.g. to give an all-null column its intended type
+/// (records with only missing cells cannot say what they would hold).
+pub fn set_column_type(
+    frame: &mut DataFrame,
+    name: &str,
+    kind: ColumnKind,
+) -> Result<(), TableError> {
+    let dtype = match kind {
+        ColumnKind::Int => DataType::Int64,
+        ColumnKind::Float => DataType::Float64,
+        ColumnKind::Str => DataType::String,
+        ColumnKind::Bool => DataType::Boolean,
+    };
+    if frame.column(name)?.dtype() != &dtype {
+        let cast = frame.column(name)?.cast(&dtype)?;
+        frame.with_column(cast)?;
+    }
+    Ok(())
 }
 
 /// The rows whose text column `column` equals `value`.
@@ -216,19 +247,46 @@ mod tests {
     #[test]
     fn heterogeneous_records_make_a_union_of_typed_columns() {
         let records = vec![
-            vec![("metric".into(), Cell::from("a")), ("value".into(), Cell::Float(1.5)), ("layer".into(), Cell::Int(3))],
-            vec![("metric".into(), Cell::from("b")), ("value".into(), Cell::Int(2)), ("model".into(), Cell::from("m"))],
-            vec![("metric".into(), Cell::from("c")), ("value".into(), Cell::Float(f64::NAN))],
+            vec![
+                ("metric".into(), Cell::from("a")),
+                ("value".into(), Cell::Float(1.5)),
+                ("layer".into(), Cell::Int(3)),
+            ],
+            vec![
+                ("metric".into(), Cell::from("b")),
+                ("value".into(), Cell::Int(2)),
+                ("model".into(), Cell::from("m")),
+            ],
+            vec![
+                ("metric".into(), Cell::from("c")),
+                ("value".into(), Cell::Float(f64::NAN)),
+            ],
         ];
         let frame = frame_from_records(&records).unwrap();
         assert_eq!(frame.shape(), (3, 4));
-        let names: Vec<&str> = frame.get_column_names().iter().map(|s| s.as_str()).collect();
+        let names: Vec<&str> = frame
+            .get_column_names()
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
         assert_eq!(names, ["metric", "value", "layer", "model"]);
         assert_eq!(frame.column("value").unwrap().dtype(), &DataType::Float64);
         assert_eq!(frame.column("layer").unwrap().dtype(), &DataType::Int64);
-        let values: Vec<Option<f64>> = frame.column("value").unwrap().f64().unwrap().iter().collect();
+        let values: Vec<Option<f64>> = frame
+            .column("value")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect();
         assert_eq!(values, [Some(1.5), Some(2.0), None]);
-        let layers: Vec<Option<i64>> = frame.column("layer").unwrap().i64().unwrap().iter().collect();
+        let layers: Vec<Option<i64>> = frame
+            .column("layer")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .collect();
         assert_eq!(layers, [Some(3), None, None]);
     }
 
@@ -236,7 +294,13 @@ mod tests {
     fn parquet_round_trips_through_polars_and_is_reproducible() {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<Record> = (0..50)
-            .map(|i| vec![("i".into(), Cell::Int(i)), ("x".into(), Cell::Float(i as f64 / 7.0)), ("s".into(), Cell::Str(format!("t{i}")))])
+            .map(|i| {
+                vec![
+                    ("i".into(), Cell::Int(i)),
+                    ("x".into(), Cell::Float(i as f64 / 7.0)),
+                    ("s".into(), Cell::Str(format!("t{i}"))),
+                ]
+            })
             .collect();
         let mut frame = frame_from_records(&records).unwrap();
         let a = dir.path().join("a.parquet");

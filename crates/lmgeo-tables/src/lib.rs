@@ -17,13 +17,19 @@ use std::path::{Path, PathBuf};
 
 pub use attention::{AttentionReader, AttentionRow, AttentionWriter};
 pub use embeddings::{EmbeddingReader, EmbeddingWriter, MatrixRows, TextMatrix};
-pub use frame::{Cell, Record, filter_equal, format_frame, frame_from_records, read_parquet, write_csv, write_parquet};
+pub use frame::{
+    Cell, ColumnKind, Record, filter_equal, format_frame, frame_from_records, read_parquet,
+    set_column_type, write_csv, write_parquet,
+};
 pub use results::{ResultRow, results_frame};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid table: {0}")]
     Invalid(String),
     #[error(transparent)]

@@ -45,7 +45,11 @@ pub fn results_frame(rows: &[ResultRow]) -> Result<DataFrame, TableError> {
                 let clash = FIXED_COLUMNS.contains(&name.as_str())
                     || name == "params"
                     || r.coords.iter().any(|(c, _)| c == name);
-                let name = if clash { format!("dim_{name}") } else { name.clone() };
+                let name = if clash {
+                    format!("dim_{name}")
+                } else {
+                    name.clone()
+                };
                 record.push((name, cell.clone()));
             }
             record.push(("params".into(), Cell::Str(r.params.clone())));
@@ -57,7 +61,16 @@ pub fn results_frame(rows: &[ResultRow]) -> Result<DataFrame, TableError> {
         let empty: Vec<Record> = vec![
             FIXED_COLUMNS
                 .iter()
-                .map(|c| (c.to_string(), if *c == "value" { Cell::Float(0.0) } else { Cell::Str(String::new()) }))
+                .map(|c| {
+                    (
+                        c.to_string(),
+                        if *c == "value" {
+                            Cell::Float(0.0)
+                        } else {
+                            Cell::Str(String::new())
+                        },
+                    )
+                })
                 .chain([("params".to_string(), Cell::Str(String::new()))])
                 .collect(),
         ];
@@ -91,7 +104,10 @@ mod tests {
                 metric: "erank".into(),
                 value: 3.0,
                 coords: vec![("model".into(), Cell::from("a"))],
-                dims: vec![("layer".into(), Cell::Int(2)), ("model".into(), Cell::from("a"))],
+                dims: vec![
+                    ("layer".into(), Cell::Int(2)),
+                    ("model".into(), Cell::from("a")),
+                ],
                 params: "{}".into(),
             },
             ResultRow {
@@ -106,8 +122,25 @@ mod tests {
             },
         ];
         let frame = results_frame(&rows).unwrap();
-        let names: Vec<&str> = frame.get_column_names().iter().map(|s| s.as_str()).collect();
-        assert_eq!(names, ["experiment", "node", "kind", "metric", "value", "model", "layer", "dim_model", "params"]);
+        let names: Vec<&str> = frame
+            .get_column_names()
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "experiment",
+                "node",
+                "kind",
+                "metric",
+                "value",
+                "model",
+                "layer",
+                "dim_model",
+                "params"
+            ]
+        );
         assert_eq!(frame.height(), 2);
     }
 

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use lmgeo_dag::{
-    ExternalFile, InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext,
+    ExternalFile, InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError,
+    RunContext,
 };
 use lmgeo_tables::{Cell, EmbeddingReader, EmbeddingWriter, MatrixRows, Record};
 use rand::SeedableRng;
@@ -62,7 +63,8 @@ impl Node for SyntheticMatrix {
     type Params = SyntheticParams;
     const KIND: &'static str = "synthetic_matrix";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "seeded Gaussian matrices of a chosen rank, as an embedding table";
+    const SUMMARY: &'static str =
+        "seeded Gaussian matrices of a chosen rank, as an embedding table";
 
     fn interface(&self, p: &SyntheticParams) -> Result<Interface, ParamError> {
         if p.rows == 0 {
@@ -81,7 +83,10 @@ impl Node for SyntheticMatrix {
             return Err(ParamError::field("noise", "must be a non-negative number"));
         }
         Ok(Interface {
-            outputs: vec![OutputPort::internal("embeddings", "an embedding table, layer 0")],
+            outputs: vec![OutputPort::internal(
+                "embeddings",
+                "an embedding table, layer 0",
+            )],
             ..Interface::default()
         })
     }
@@ -113,7 +118,13 @@ impl Node for SyntheticMatrix {
     }
 }
 
-fn synthetic(rng: &mut impl rand::Rng, n: usize, d: usize, rank: Option<usize>, noise: f64) -> Vec<f32> {
+fn synthetic(
+    rng: &mut impl rand::Rng,
+    n: usize,
+    d: usize,
+    rank: Option<usize>,
+    noise: f64,
+) -> Vec<f32> {
     let mut normal = || -> f64 { StandardNormal.sample(rng) };
     let mut out = vec![0.0f32; n * d];
     match rank {
@@ -156,7 +167,12 @@ impl Node for LoadMatrix {
         let path = PathBuf::from(&p.path);
         match path.extension().and_then(|e| e.to_str()) {
             Some("npy") | Some("parquet") => {}
-            _ => return Err(ParamError::field("path", "must name a .npy or .parquet file")),
+            _ => {
+                return Err(ParamError::field(
+                    "path",
+                    "must name a .npy or .parquet file",
+                ));
+            }
         }
         Ok(Interface {
             outputs: vec![OutputPort::internal("embeddings", "an embedding table")],
@@ -173,7 +189,11 @@ impl Node for LoadMatrix {
         let out = ctx.output_path("embeddings")?;
         if path.extension().is_some_and(|e| e == "npy") {
             let m = read_npy(&path)?;
-            let mut writer = EmbeddingWriter::create(&out, m.cols, vec![("lmgeo.source".into(), p.path.clone())])?;
+            let mut writer = EmbeddingWriter::create(
+                &out,
+                m.cols,
+                vec![("lmgeo.source".into(), p.path.clone())],
+            )?;
             let tokens: Vec<String> = (0..m.rows).map(|i| format!("r{i}")).collect();
             let ids: Vec<u32> = (0..m.rows as u32).collect();
             writer.push(&MatrixRows {
@@ -194,7 +214,10 @@ impl Node for LoadMatrix {
                 count += 1;
             }
             if count == 0 {
-                return Err(NodeError::msg(format!("{} holds no matrices", path.display())));
+                return Err(NodeError::msg(format!(
+                    "{} holds no matrices",
+                    path.display()
+                )));
             }
             std::fs::copy(&path, &out)?;
         }
@@ -222,7 +245,10 @@ impl Node for MatrixStats {
     fn interface(&self, _: &StatsParams) -> Result<Interface, ParamError> {
         Ok(Interface {
             inputs: vec![InputPort::one("matrix", "an embedding table")],
-            outputs: vec![OutputPort::published("per_text", "one row per (text, layer)")],
+            outputs: vec![OutputPort::published(
+                "per_text",
+                "one row per (text, layer)",
+            )],
             ..Interface::default()
         })
     }
@@ -244,7 +270,12 @@ impl Node for MatrixStats {
             let mut total = 0.0;
             let mut row_norms = 0.0;
             for i in 0..m.rows {
-                let sq: f64 = m.row(i).iter().zip(&mean).map(|(v, mu)| (f64::from(*v) - mu).powi(2)).sum();
+                let sq: f64 = m
+                    .row(i)
+                    .iter()
+                    .zip(&mean)
+                    .map(|(v, mu)| (f64::from(*v) - mu).powi(2))
+                    .sum();
                 total += sq;
                 row_norms += sq.sqrt();
             }
@@ -256,14 +287,21 @@ impl Node for MatrixStats {
                 ("rows".into(), Cell::Int(m.rows as i64)),
                 ("cols".into(), Cell::Int(m.cols as i64)),
                 ("frobenius_norm".into(), Cell::Float(frobenius)),
-                ("mean_row_norm".into(), Cell::Float(row_norms / m.rows as f64)),
+                (
+                    "mean_row_norm".into(),
+                    Cell::Float(row_norms / m.rows as f64),
+                ),
             ]);
         }
         let mut frame = lmgeo_tables::frame_from_records(&records)?;
         lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("per_text")?)?;
         for (layer, values) in by_layer {
             let mean = values.iter().sum::<f64>() / values.len() as f64;
-            ctx.emit(MetricRow::new("frobenius_norm", mean).dim("layer", i64::from(layer)).dim("stat", "mean"));
+            ctx.emit(
+                MetricRow::new("frobenius_norm", mean)
+                    .dim("layer", i64::from(layer))
+                    .dim("stat", "mean"),
+            );
         }
         Ok(())
     }
@@ -316,7 +354,11 @@ impl Node for Summarize {
             let min = v.iter().copied().fold(f64::INFINITY, f64::min);
             let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             for (stat, value) in [("mean", mean), ("min", min), ("max", max), ("count", n)] {
-                ctx.emit(MetricRow::new(format!("{metric}_{stat}"), value).dim("of", metric.clone()).dim("stat", stat));
+                ctx.emit(
+                    MetricRow::new(format!("{metric}_{stat}"), value)
+                        .dim("of", metric.clone())
+                        .dim("stat", stat),
+                );
             }
         }
         Ok(())

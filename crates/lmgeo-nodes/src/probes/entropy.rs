@@ -44,7 +44,8 @@ impl Node for Entropy {
     type Params = EntropyParams;
     const KIND: &'static str = "entropy";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "matrix entropy, effective rank and coding length per text and layer";
+    const SUMMARY: &'static str =
+        "matrix entropy, effective rank and coding length per text and layer";
 
     fn interface(&self, p: &EntropyParams) -> Result<Interface, ParamError> {
         if !(p.eps > 0.0 && p.eps.is_finite()) {
@@ -52,7 +53,10 @@ impl Node for Entropy {
         }
         p.layers.check("layers")?;
         Ok(Interface {
-            inputs: vec![InputPort::one("embeddings", "an embedding table (from `extract` or a matrix node)")],
+            inputs: vec![InputPort::one(
+                "embeddings",
+                "an embedding table (from `extract` or a matrix node)",
+            )],
             outputs: vec![OutputPort::published(
                 "per_text",
                 "one row per (text, layer): n, d and every entropy quantity",
@@ -66,12 +70,16 @@ impl Node for Entropy {
         let layers = p.layers.resolve(&table)?;
         let preprocess = p.preprocess.into();
         let reports = map_matrices(&table, layers, |m| {
-            let z = lmgeo_probes::matrix_from_rows_f32(m.rows, m.cols, &m.data).map_err(|e| on_matrix(m, e))?;
-            let report = entropy_report(z.as_ref(), preprocess, p.eps).map_err(|e| on_matrix(m, e))?;
+            let z = lmgeo_probes::matrix_from_rows_f32(m.rows, m.cols, &m.data)
+                .map_err(|e| on_matrix(m, e))?;
+            let report =
+                entropy_report(z.as_ref(), preprocess, p.eps).map_err(|e| on_matrix(m, e))?;
             Ok((m.text_id.clone(), m.layer, report))
         })?;
         if reports.is_empty() {
-            return Err(NodeError::msg("the embedding table has no matrix for the requested layers"));
+            return Err(NodeError::msg(
+                "the embedding table has no matrix for the requested layers",
+            ));
         }
         let mut records: Vec<Record> = Vec::with_capacity(reports.len());
         let mut by_layer: BTreeMap<(i32, String), Vec<f64>> = BTreeMap::new();
@@ -92,7 +100,10 @@ impl Node for Entropy {
             ];
             for (name, value) in ENTROPY_COLUMNS.iter().zip(values) {
                 record.push((name.to_string(), Cell::Float(value)));
-                by_layer.entry((*layer, name.to_string())).or_default().push(value);
+                by_layer
+                    .entry((*layer, name.to_string()))
+                    .or_default()
+                    .push(value);
             }
             records.push(record);
         }

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use faer::Mat;
-use lmgeo_dag::{InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext};
+use lmgeo_dag::{
+    InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext,
+};
 use lmgeo_probes::gp::{center_l2_against_context, gain_curve, information_gain};
 use lmgeo_probes::preprocess::{Preprocess, preprocess};
 use lmgeo_tables::{Cell, Record, TextMatrix};
@@ -99,14 +101,17 @@ struct TextGain {
 }
 
 fn rows_of(m: &TextMatrix, range: std::ops::Range<usize>) -> Mat<f64> {
-    Mat::from_fn(range.len(), m.cols, |i, j| f64::from(m.row(range.start + i)[j]))
+    Mat::from_fn(range.len(), m.cols, |i, j| {
+        f64::from(m.row(range.start + i)[j])
+    })
 }
 
 impl Node for InfoGain {
     type Params = InfoGainParams;
     const KIND: &'static str = "info_gain";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "GP information gain of a new token, GP = ridge check, gain per position";
+    const SUMMARY: &'static str =
+        "GP information gain of a new token, GP = ridge check, gain per position";
 
     fn interface(&self, p: &InfoGainParams) -> Result<Interface, ParamError> {
         if !(p.sigma > 0.0 && p.sigma.is_finite()) {
@@ -116,8 +121,14 @@ impl Node for InfoGain {
         Ok(Interface {
             inputs: vec![InputPort::one("embeddings", "an embedding table")],
             outputs: vec![
-                OutputPort::published("per_text", "s^2 by both routes, their difference and the gain per (text, layer)"),
-                OutputPort::published("curve", "gain of each token against its prefix, per (text, layer, position)"),
+                OutputPort::published(
+                    "per_text",
+                    "s^2 by both routes, their difference and the gain per (text, layer)",
+                ),
+                OutputPort::published(
+                    "curve",
+                    "gain of each token against its prefix, per (text, layer, position)",
+                ),
             ],
             ..Interface::default()
         })
@@ -131,28 +142,40 @@ impl Node for InfoGain {
                 .position
                 .resolve(m.rows)
                 .filter(|t| *t >= 1)
-                .ok_or_else(|| on_matrix(m, format!("no token {:?} with a non-empty context among {} tokens", p.position, m.rows)))?;
+                .ok_or_else(|| {
+                    on_matrix(
+                        m,
+                        format!(
+                            "no token {:?} with a non-empty context among {} tokens",
+                            p.position, m.rows
+                        ),
+                    )
+                })?;
             let context = rows_of(m, 0..position);
             let new: Vec<f64> = m.row(position).iter().map(|v| f64::from(*v)).collect();
             let (context, new) = match p.preprocess {
                 GainPreprocess::L2 => {
-                    let c = preprocess(context.as_ref(), Preprocess::L2).map_err(|e| on_matrix(m, e))?;
+                    let c = preprocess(context.as_ref(), Preprocess::L2)
+                        .map_err(|e| on_matrix(m, e))?;
                     let z = Mat::from_fn(1, new.len(), |_, j| new[j]);
                     let z = preprocess(z.as_ref(), Preprocess::L2).map_err(|e| on_matrix(m, e))?;
                     (c, (0..z.ncols()).map(|j| z[(0, j)]).collect())
                 }
                 GainPreprocess::ContextCenterL2 => {
-                    center_l2_against_context(context.as_ref(), &new).map_err(|e| on_matrix(m, e))?
+                    center_l2_against_context(context.as_ref(), &new)
+                        .map_err(|e| on_matrix(m, e))?
                 }
                 GainPreprocess::CenterL2 => {
                     let all = rows_of(m, 0..position + 1);
-                    let all = preprocess(all.as_ref(), Preprocess::CenterL2).map_err(|e| on_matrix(m, e))?;
+                    let all = preprocess(all.as_ref(), Preprocess::CenterL2)
+                        .map_err(|e| on_matrix(m, e))?;
                     let c = Mat::from_fn(position, all.ncols(), |i, j| all[(i, j)]);
                     (c, (0..all.ncols()).map(|j| all[(position, j)]).collect())
                 }
                 GainPreprocess::None => (context, new),
             };
-            let report = information_gain(context.as_ref(), &new, p.sigma).map_err(|e| on_matrix(m, e))?;
+            let report =
+                information_gain(context.as_ref(), &new, p.sigma).map_err(|e| on_matrix(m, e))?;
             let curve = if p.curve {
                 let z = rows_of(m, 0..m.rows);
                 let z = match p.preprocess {
@@ -161,7 +184,9 @@ impl Node for InfoGain {
                     // unit rows so that each step is comparable.
                     _ => preprocess(z.as_ref(), Preprocess::L2).map_err(|e| on_matrix(m, e))?,
                 };
-                gain_curve(z.as_ref(), p.sigma).map_err(|e| on_matrix(m, e))?.information_gain
+                gain_curve(z.as_ref(), p.sigma)
+                    .map_err(|e| on_matrix(m, e))?
+                    .information_gain
             } else {
                 Vec::new()
             };
@@ -177,7 +202,9 @@ impl Node for InfoGain {
             })
         })?;
         if results.is_empty() {
-            return Err(NodeError::msg("the embedding table has no matrix for the requested layers"));
+            return Err(NodeError::msg(
+                "the embedding table has no matrix for the requested layers",
+            ));
         }
         let mut per_text: Vec<Record> = Vec::new();
         let mut curve_rows: Vec<Record> = Vec::new();
@@ -191,11 +218,20 @@ impl Node for InfoGain {
                 ("position".into(), Cell::Int(r.position as i64)),
                 ("s2_gp".into(), Cell::Float(r.s2_gp)),
                 ("s2_ridge".into(), Cell::Float(r.s2_ridge)),
-                ("relative_difference".into(), Cell::Float(r.relative_difference)),
+                (
+                    "relative_difference".into(),
+                    Cell::Float(r.relative_difference),
+                ),
                 ("information_gain".into(), Cell::Float(r.gain)),
             ]);
-            by_layer.entry((r.layer, "information_gain".into())).or_default().push(r.gain);
-            by_layer.entry((r.layer, "posterior_variance".into())).or_default().push(r.s2_ridge);
+            by_layer
+                .entry((r.layer, "information_gain".into()))
+                .or_default()
+                .push(r.gain);
+            by_layer
+                .entry((r.layer, "posterior_variance".into()))
+                .or_default()
+                .push(r.s2_ridge);
             let worst = worst_difference.entry(r.layer).or_insert(0.0);
             *worst = worst.max(r.relative_difference);
             for (i, gain) in r.curve.iter().enumerate() {
@@ -205,7 +241,10 @@ impl Node for InfoGain {
                     ("position".into(), Cell::Int(i as i64 + 1)),
                     ("information_gain".into(), Cell::Float(*gain)),
                 ]);
-                curve_by_position.entry((r.layer, i + 1)).or_default().push(*gain);
+                curve_by_position
+                    .entry((r.layer, i + 1))
+                    .or_default()
+                    .push(*gain);
             }
         }
         let mut frame = lmgeo_tables::frame_from_records(&per_text)?;

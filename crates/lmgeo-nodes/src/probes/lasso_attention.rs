@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use faer::Mat;
-use lmgeo_dag::{InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext};
+use lmgeo_dag::{
+    InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext,
+};
 use lmgeo_probes::attention::{HeadAggregation, aggregate_heads, compare};
 use lmgeo_probes::lasso::{LassoOptions, lasso_tokens, rank_features};
 use lmgeo_probes::preprocess::{Preprocess, preprocess};
@@ -89,7 +91,8 @@ impl Node for LassoAttention {
     type Params = LassoAttentionParams;
     const KIND: &'static str = "lasso_attention";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "Lasso against attention at selecting the context tokens of the last token";
+    const SUMMARY: &'static str =
+        "Lasso against attention at selecting the context tokens of the last token";
 
     fn interface(&self, p: &LassoAttentionParams) -> Result<Interface, ParamError> {
         if !(p.alpha > 0.0 && p.alpha.is_finite()) {
@@ -111,13 +114,28 @@ impl Node for LassoAttention {
         Ok(Interface {
             inputs: vec![
                 InputPort::one("embeddings", "an embedding table"),
-                InputPort::one("attention", "the attention table of the last query (extract with attention = \"last\")"),
+                InputPort::one(
+                    "attention",
+                    "the attention table of the last query (extract with attention = \"last\")",
+                ),
             ],
             outputs: vec![
-                OutputPort::published("per_k", "per (text, layer, k): overlap, Jaccard, precision, both residuals"),
-                OutputPort::published("per_text", "per (text, layer): rank correlations, Lasso convergence"),
-                OutputPort::published("selections", "per (text, layer, method): tokens ranked by Lasso |beta| and by attention"),
-                OutputPort::published("token_weights", "per (text, layer, position): token, |beta| and attention weight"),
+                OutputPort::published(
+                    "per_k",
+                    "per (text, layer, k): overlap, Jaccard, precision, both residuals",
+                ),
+                OutputPort::published(
+                    "per_text",
+                    "per (text, layer): rank correlations, Lasso convergence",
+                ),
+                OutputPort::published(
+                    "selections",
+                    "per (text, layer, method): tokens ranked by Lasso |beta| and by attention",
+                ),
+                OutputPort::published(
+                    "token_weights",
+                    "per (text, layer, position): token, |beta| and attention weight",
+                ),
             ],
             ..Interface::default()
         })
@@ -154,22 +172,33 @@ impl Node for LassoAttention {
             };
             let query = att.query as usize;
             if query == 0 || query >= m.rows {
-                return Err(on_matrix(m, format!("attention query {query} has no context among {} tokens", m.rows)));
+                return Err(on_matrix(
+                    m,
+                    format!(
+                        "attention query {query} has no context among {} tokens",
+                        m.rows
+                    ),
+                ));
             }
             // Attention over the earlier keys only: the query's weight on
             // itself is not a context token.
             let per_head = Mat::from_fn(att.heads, query, |h, j| f64::from(att.head(h)[j]));
-            let weights = aggregate_heads(per_head.as_ref(), aggregation).map_err(|e| on_matrix(m, e))?;
+            let weights =
+                aggregate_heads(per_head.as_ref(), aggregation).map_err(|e| on_matrix(m, e))?;
             let rows = Mat::from_fn(query + 1, m.cols, |i, j| f64::from(m.row(i)[j]));
             let rows = match p.preprocess {
-                RowPreprocess::L2 => preprocess(rows.as_ref(), Preprocess::L2).map_err(|e| on_matrix(m, e))?,
+                RowPreprocess::L2 => {
+                    preprocess(rows.as_ref(), Preprocess::L2).map_err(|e| on_matrix(m, e))?
+                }
                 RowPreprocess::None => rows,
             };
             let context = Mat::from_fn(query, m.cols, |i, j| rows[(i, j)]);
             let new: Vec<f64> = (0..m.cols).map(|j| rows[(query, j)]).collect();
-            let fit = lasso_tokens(context.as_ref(), &new, &options).map_err(|e| on_matrix(m, e))?;
+            let fit =
+                lasso_tokens(context.as_ref(), &new, &options).map_err(|e| on_matrix(m, e))?;
             let k_max = p.k_max.min(query);
-            let comparison = compare(&weights, &fit.coef, context.as_ref(), &new, k_max).map_err(|e| on_matrix(m, e))?;
+            let comparison = compare(&weights, &fit.coef, context.as_ref(), &new, k_max)
+                .map_err(|e| on_matrix(m, e))?;
             Ok(Some(TextResult {
                 text_id: m.text_id.clone(),
                 layer: m.layer,
@@ -205,7 +234,10 @@ impl Node for LassoAttention {
                     ("jaccard".into(), Cell::Float(c.jaccard)),
                     ("precision".into(), Cell::Float(c.precision)),
                     ("lasso_residual".into(), Cell::Float(c.lasso_residual)),
-                    ("attention_residual".into(), Cell::Float(c.attention_residual)),
+                    (
+                        "attention_residual".into(),
+                        Cell::Float(c.attention_residual),
+                    ),
                     ("lasso_better".into(), Cell::Bool(lasso_better)),
                 ]);
                 for (name, value) in [
@@ -215,7 +247,10 @@ impl Node for LassoAttention {
                     ("attention_residual", c.attention_residual),
                     ("lasso_better", f64::from(u8::from(lasso_better))),
                 ] {
-                    by_layer_k.entry((r.layer, c.k, name)).or_default().push(value);
+                    by_layer_k
+                        .entry((r.layer, c.k, name))
+                        .or_default()
+                        .push(value);
                 }
             }
             per_text.push(vec![
@@ -224,7 +259,10 @@ impl Node for LassoAttention {
                 ("query".into(), Cell::Int(r.query as i64)),
                 ("spearman".into(), r.comparison.spearman.into()),
                 ("kendall_tau_b".into(), r.comparison.kendall_tau_b.into()),
-                ("lasso_nonzero".into(), Cell::Int(r.comparison.lasso_nonzero as i64)),
+                (
+                    "lasso_nonzero".into(),
+                    Cell::Int(r.comparison.lasso_nonzero as i64),
+                ),
                 ("lasso_iterations".into(), Cell::Int(r.iterations as i64)),
                 ("lasso_converged".into(), Cell::Bool(r.converged)),
             ]);
@@ -232,14 +270,24 @@ impl Node for LassoAttention {
                 by_layer.entry((r.layer, "spearman")).or_default().push(s);
             }
             if let Some(k) = r.comparison.kendall_tau_b {
-                by_layer.entry((r.layer, "kendall_tau_b")).or_default().push(k);
+                by_layer
+                    .entry((r.layer, "kendall_tau_b"))
+                    .or_default()
+                    .push(k);
             }
-            by_layer.entry((r.layer, "lasso_nonzero")).or_default().push(r.comparison.lasso_nonzero as f64);
+            by_layer
+                .entry((r.layer, "lasso_nonzero"))
+                .or_default()
+                .push(r.comparison.lasso_nonzero as f64);
             let lasso_order = rank_features(&r.coef).map_err(NodeError::msg)?;
             let mut attention_order: Vec<usize> = (0..r.attention.len()).collect();
             attention_order.sort_by(|&a, &b| r.attention[b].total_cmp(&r.attention[a]));
             for (method, order, scores) in [
-                ("lasso", &lasso_order, r.coef.iter().map(|c| c.abs()).collect::<Vec<_>>()),
+                (
+                    "lasso",
+                    &lasso_order,
+                    r.coef.iter().map(|c| c.abs()).collect::<Vec<_>>(),
+                ),
                 ("attention", &attention_order, r.attention.clone()),
             ] {
                 for (rank, &position) in order.iter().enumerate() {
@@ -275,14 +323,36 @@ impl Node for LassoAttention {
         }
         for ((layer, k, name), values) in by_layer_k {
             let (mean, sem) = mean_sem(&values);
-            let metric = if name == "lasso_better" { "lasso_beats_attention".to_string() } else { name.to_string() };
-            ctx.emit(MetricRow::new(metric.clone(), mean).dim("layer", i64::from(layer)).dim("k", k).dim("stat", "mean"));
-            ctx.emit(MetricRow::new(metric, sem).dim("layer", i64::from(layer)).dim("k", k).dim("stat", "sem"));
+            let metric = if name == "lasso_better" {
+                "lasso_beats_attention".to_string()
+            } else {
+                name.to_string()
+            };
+            ctx.emit(
+                MetricRow::new(metric.clone(), mean)
+                    .dim("layer", i64::from(layer))
+                    .dim("k", k)
+                    .dim("stat", "mean"),
+            );
+            ctx.emit(
+                MetricRow::new(metric, sem)
+                    .dim("layer", i64::from(layer))
+                    .dim("k", k)
+                    .dim("stat", "sem"),
+            );
         }
         for ((layer, name), values) in by_layer {
             let (mean, sem) = mean_sem(&values);
-            ctx.emit(MetricRow::new(name, mean).dim("layer", i64::from(layer)).dim("stat", "mean"));
-            ctx.emit(MetricRow::new(name, sem).dim("layer", i64::from(layer)).dim("stat", "sem"));
+            ctx.emit(
+                MetricRow::new(name, mean)
+                    .dim("layer", i64::from(layer))
+                    .dim("stat", "mean"),
+            );
+            ctx.emit(
+                MetricRow::new(name, sem)
+                    .dim("layer", i64::from(layer))
+                    .dim("stat", "sem"),
+            );
         }
         Ok(())
     }

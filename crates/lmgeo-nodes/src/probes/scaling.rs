@@ -5,9 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use lmgeo_dag::{InputArtifact, InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext};
+use lmgeo_dag::{
+    InputArtifact, InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError,
+    RunContext,
+};
 use lmgeo_probes::power_law::{BootstrapOptions, bootstrap_exponent_ci, fit};
-use lmgeo_report::{LabeledPoint, LinePlot, NamedFigure, PowerLawFit, ScatterFit, Section, Series, Table, Verdict};
+use lmgeo_report::{
+    LabeledPoint, LinePlot, NamedFigure, PowerLawFit, ScatterFit, Section, Series, Table, Verdict,
+};
 use lmgeo_tables::{Cell, Record};
 use serde::{Deserialize, Serialize};
 
@@ -41,13 +46,21 @@ pub fn label_of(input: &InputArtifact) -> String {
     if input.coords.is_empty() {
         input.node.clone()
     } else {
-        input.coords.iter().map(|(a, v)| format!("{a}={v}")).collect::<Vec<_>>().join(",")
+        input
+            .coords
+            .iter()
+            .map(|(a, v)| format!("{a}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
 /// The input of `candidates` whose coordinates agree with `input`'s on
 /// every axis they share.
-pub fn matching<'a>(input: &InputArtifact, candidates: &'a [InputArtifact]) -> Option<&'a InputArtifact> {
+pub fn matching<'a>(
+    input: &InputArtifact,
+    candidates: &'a [InputArtifact],
+) -> Option<&'a InputArtifact> {
     let agree = |c: &InputArtifact| {
         c.coords
             .iter()
@@ -150,27 +163,43 @@ impl Node for PowerLaw {
     type Params = PowerLawParams;
     const KIND: &'static str = "power_law";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "power-law fit of an entropy metric against model size, with bootstrap CI";
+    const SUMMARY: &'static str =
+        "power-law fit of an entropy metric against model size, with bootstrap CI";
 
     fn interface(&self, p: &PowerLawParams) -> Result<Interface, ParamError> {
         if let FitLayer::Depth(d) = p.layer
             && !(0.0..=1.0).contains(&d)
         {
-            return Err(ParamError::field("layer", "as a relative depth must lie in [0, 1]"));
+            return Err(ParamError::field(
+                "layer",
+                "as a relative depth must lie in [0, 1]",
+            ));
         }
         if p.resamples < 10 {
             return Err(ParamError::field("resamples", "must be at least 10"));
         }
         if !(p.level > 0.0 && p.level < 1.0) {
-            return Err(ParamError::field("level", "must lie strictly between 0 and 1"));
+            return Err(ParamError::field(
+                "level",
+                "must lie strictly between 0 and 1",
+            ));
         }
         Ok(Interface {
             inputs: vec![
-                InputPort::many("entropy", "`per_text` tables of `entropy` nodes, one per model (collect over `model`)"),
-                InputPort::many("sizes", "`metrics` of the `extract` nodes of the same models (parameter counts)"),
+                InputPort::many(
+                    "entropy",
+                    "`per_text` tables of `entropy` nodes, one per model (collect over `model`)",
+                ),
+                InputPort::many(
+                    "sizes",
+                    "`metrics` of the `extract` nodes of the same models (parameter counts)",
+                ),
             ],
             outputs: vec![
-                OutputPort::published("points", "per model: size, mean and standard error of the metric"),
+                OutputPort::published(
+                    "points",
+                    "per model: size, mean and standard error of the metric",
+                ),
                 OutputPort::published("section", "the report section").with_extension("json"),
             ],
             ..Interface::default()
@@ -182,7 +211,10 @@ impl Node for PowerLaw {
         let mut points: Vec<ModelPoint> = Vec::new();
         for input in ctx.input("entropy") {
             let size_input = matching(input, &sizes).ok_or_else(|| {
-                NodeError::msg(format!("no single `sizes` input matches `{}` by its coordinates", input.node))
+                NodeError::msg(format!(
+                    "no single `sizes` input matches `{}` by its coordinates",
+                    input.node
+                ))
             })?;
             let size = metric_value(size_input, p.size.metric())?;
             let rows = read_per_text(&input.path, &p.metric)?;
@@ -190,11 +222,19 @@ impl Node for PowerLaw {
             let mut per_text_layer: BTreeMap<String, Vec<(i32, f64)>> = BTreeMap::new();
             for (text, layer, value) in &rows {
                 per_layer.entry(*layer).or_default().push(*value);
-                per_text_layer.entry(text.clone()).or_default().push((*layer, *value));
+                per_text_layer
+                    .entry(text.clone())
+                    .or_default()
+                    .push((*layer, *value));
             }
-            let last = *per_layer.keys().max().ok_or_else(|| NodeError::msg(format!("`{}` has no rows", input.node)))?;
+            let last = *per_layer
+                .keys()
+                .max()
+                .ok_or_else(|| NodeError::msg(format!("`{}` has no rows", input.node)))?;
             let (layer_label, per_text): (String, Vec<f64>) = match &p.layer {
-                FitLayer::Named(FitLayerName::Last) => (format!("{last}"), per_layer[&last].clone()),
+                FitLayer::Named(FitLayerName::Last) => {
+                    (format!("{last}"), per_layer[&last].clone())
+                }
                 FitLayer::Named(FitLayerName::Mean) => (
                     "mean".into(),
                     per_text_layer
@@ -248,10 +288,17 @@ impl Node for PowerLaw {
             v.dedup();
             v.len()
         };
-        let fitted = if distinct_sizes >= 2 { Some(fit(&xs, &ys).map_err(NodeError::msg)?) } else { None };
+        let fitted = if distinct_sizes >= 2 {
+            Some(fit(&xs, &ys).map_err(NodeError::msg)?)
+        } else {
+            None
+        };
         let interval = match &fitted {
             Some(_) if distinct_sizes >= 3 => {
-                let samples: Vec<(f64, Vec<f64>)> = points.iter().map(|p| (p.size, p.per_text.clone())).collect();
+                let samples: Vec<(f64, Vec<f64>)> = points
+                    .iter()
+                    .map(|p| (p.size, p.per_text.clone()))
+                    .collect();
                 Some(
                     bootstrap_exponent_ci(
                         &samples,
@@ -322,9 +369,17 @@ impl Node for PowerLaw {
             }
             (Some(f), None) => (
                 Verdict::Inconclusive,
-                format!("Only {} model sizes: b = {:.4}, R² = {:.3}, no interval. A fit needs at least three sizes.", points.len(), f.b, f.r_squared),
+                format!(
+                    "Only {} model sizes: b = {:.4}, R² = {:.3}, no interval. A fit needs at least three sizes.",
+                    points.len(),
+                    f.b,
+                    f.r_squared
+                ),
             ),
-            _ => (Verdict::Inconclusive, "Fewer than two model sizes: nothing to fit.".to_string()),
+            _ => (
+                Verdict::Inconclusive,
+                "Fewer than two model sizes: nothing to fit.".to_string(),
+            ),
         };
         let scatter = ScatterFit {
             title: format!("{} against model size", p.metric.replace('_', " ")),
@@ -373,7 +428,14 @@ impl Node for PowerLaw {
                 .collect(),
         };
         let table = Table {
-            columns: vec!["model".into(), "N".into(), "layer".into(), "mean".into(), "sem".into(), "texts".into()],
+            columns: vec![
+                "model".into(),
+                "N".into(),
+                "layer".into(),
+                "mean".into(),
+                "sem".into(),
+                "texts".into(),
+            ],
             rows: points
                 .iter()
                 .map(|pt| {
@@ -415,16 +477,23 @@ impl Node for DiffErank {
     type Params = DiffErankParams;
     const KIND: &'static str = "diff_erank";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "Diff-eRank: effective rank of a random-init model minus the trained model's";
+    const SUMMARY: &'static str =
+        "Diff-eRank: effective rank of a random-init model minus the trained model's";
 
     fn interface(&self, _: &DiffErankParams) -> Result<Interface, ParamError> {
         Ok(Interface {
             inputs: vec![
                 InputPort::many("trained", "`per_text` of `entropy` on trained models"),
-                InputPort::many("random", "`per_text` of `entropy` on the same models randomly initialised"),
+                InputPort::many(
+                    "random",
+                    "`per_text` of `entropy` on the same models randomly initialised",
+                ),
             ],
             outputs: vec![
-                OutputPort::published("per_layer", "per model and layer: both eranks and their difference"),
+                OutputPort::published(
+                    "per_layer",
+                    "per model and layer: both eranks and their difference",
+                ),
                 OutputPort::published("section", "the report section").with_extension("json"),
             ],
             ..Interface::default()
@@ -440,7 +509,10 @@ impl Node for DiffErank {
         let mut models = 0usize;
         for trained in ctx.input("trained").to_vec() {
             let baseline = matching(&trained, &random).ok_or_else(|| {
-                NodeError::msg(format!("no single `random` input matches `{}` by its coordinates", trained.node))
+                NodeError::msg(format!(
+                    "no single `random` input matches `{}` by its coordinates",
+                    trained.node
+                ))
             })?;
             let label = label_of(&trained);
             let t = read_per_text(&trained.path, "effective_rank")?;
@@ -480,8 +552,18 @@ impl Node for DiffErank {
                     ("diff_erank_sem".into(), Cell::Float(ds)),
                     ("texts".into(), Cell::Int(dv.len() as i64)),
                 ]);
-                ctx.emit(MetricRow::new("diff_erank", dm).dim("of_model", label.clone()).dim("layer", i64::from(*layer)).dim("stat", "mean"));
-                ctx.emit(MetricRow::new("diff_erank", ds).dim("of_model", label.clone()).dim("layer", i64::from(*layer)).dim("stat", "sem"));
+                ctx.emit(
+                    MetricRow::new("diff_erank", dm)
+                        .dim("of_model", label.clone())
+                        .dim("layer", i64::from(*layer))
+                        .dim("stat", "mean"),
+                );
+                ctx.emit(
+                    MetricRow::new("diff_erank", ds)
+                        .dim("of_model", label.clone())
+                        .dim("layer", i64::from(*layer))
+                        .dim("stat", "sem"),
+                );
                 let x = f64::from(*layer) / f64::from(last.max(1));
                 line.push((x, dm));
                 band.push((x, dm - ds, dm + ds));
@@ -489,7 +571,13 @@ impl Node for DiffErank {
                     if dm > 0.0 {
                         positive_last += 1;
                     }
-                    table_rows.push(vec![label.clone(), layer.to_string(), format!("{tm:.2}"), format!("{rm:.2}"), format!("{dm:.2} ± {ds:.2}")]);
+                    table_rows.push(vec![
+                        label.clone(),
+                        layer.to_string(),
+                        format!("{tm:.2}"),
+                        format!("{rm:.2}"),
+                        format!("{dm:.2} ± {ds:.2}"),
+                    ]);
                 }
             }
             series.push(Series::line(label, line).with_band(band));

@@ -5,14 +5,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use lmgeo_dag::{InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext};
+use lmgeo_dag::{
+    InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext,
+};
 use lmgeo_probes::distance::{
-    TextMoments, bures_wasserstein, euclidean, frobenius, mean_cosine_distance, roc_auc, text_moments,
-    von_neumann_relative_entropy,
+    TextMoments, bures_wasserstein, euclidean, frobenius, mean_cosine_distance, roc_auc,
+    text_moments, von_neumann_relative_entropy,
 };
 use lmgeo_tables::{Cell, Record};
-use rand::SeedableRng;
 use rand::Rng;
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{LayerName, Layers, PreprocessParam, map_matrices, on_matrix};
@@ -55,16 +57,21 @@ impl Distance {
         }
     }
 
-    fn compute(self, a: &TextMoments, b: &TextMoments, ridge: f64) -> Result<f64, lmgeo_probes::ProbeError> {
+    fn compute(
+        self,
+        a: &TextMoments,
+        b: &TextMoments,
+        ridge: f64,
+    ) -> Result<f64, lmgeo_probes::ProbeError> {
         match self {
             Distance::MeanCosine => mean_cosine_distance(&a.mean, &b.mean),
             Distance::MeanEuclidean => euclidean(&a.mean, &b.mean),
             Distance::Frobenius => frobenius(a, b),
             Distance::Bures => bures_wasserstein(a, b, false),
             Distance::Wasserstein => bures_wasserstein(a, b, true),
-            Distance::VonNeumann => {
-                Ok(0.5 * (von_neumann_relative_entropy(a, b, ridge)? + von_neumann_relative_entropy(b, a, ridge)?))
-            }
+            Distance::VonNeumann => Ok(0.5
+                * (von_neumann_relative_entropy(a, b, ridge)?
+                    + von_neumann_relative_entropy(b, a, ridge)?)),
         }
     }
 }
@@ -113,7 +120,8 @@ impl Node for SentenceDistance {
     type Params = SentenceDistanceParams;
     const KIND: &'static str = "sentence_distance";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "mean and covariance distances between texts; paired against random pairs (ROC AUC)";
+    const SUMMARY: &'static str =
+        "mean and covariance distances between texts; paired against random pairs (ROC AUC)";
 
     fn interface(&self, p: &SentenceDistanceParams) -> Result<Interface, ParamError> {
         if p.distances.is_empty() {
@@ -129,11 +137,20 @@ impl Node for SentenceDistance {
         Ok(Interface {
             inputs: vec![
                 InputPort::one("embeddings", "an embedding table"),
-                InputPort::one("texts", "the corpus table (text_id, group) that defines the pairs"),
+                InputPort::one(
+                    "texts",
+                    "the corpus table (text_id, group) that defines the pairs",
+                ),
             ],
             outputs: vec![
-                OutputPort::published("pairs", "every paired and sampled random pair with each distance"),
-                OutputPort::published("matrix", "all distances among the first texts, for heatmaps"),
+                OutputPort::published(
+                    "pairs",
+                    "every paired and sampled random pair with each distance",
+                ),
+                OutputPort::published(
+                    "matrix",
+                    "all distances among the first texts, for heatmaps",
+                ),
             ],
             ..Interface::default()
         })
@@ -152,8 +169,13 @@ impl Node for SentenceDistance {
         let layers = p.layers.resolve(&table)?;
         let preprocess = p.preprocess.into();
         let moments = map_matrices(&table, layers, |m| {
-            let z = lmgeo_probes::matrix_from_rows_f32(m.rows, m.cols, &m.data).map_err(|e| on_matrix(m, e))?;
-            Ok((m.text_id.clone(), m.layer, text_moments(z.as_ref(), preprocess).map_err(|e| on_matrix(m, e))?))
+            let z = lmgeo_probes::matrix_from_rows_f32(m.rows, m.cols, &m.data)
+                .map_err(|e| on_matrix(m, e))?;
+            Ok((
+                m.text_id.clone(),
+                m.layer,
+                text_moments(z.as_ref(), preprocess).map_err(|e| on_matrix(m, e))?,
+            ))
         })?;
         let mut by_layer: BTreeMap<i32, Vec<(String, TextMoments)>> = BTreeMap::new();
         for (id, layer, m) in moments {
@@ -178,17 +200,23 @@ impl Node for SentenceDistance {
                     "no two texts share a group: use a paired corpus (hh-rlhf with side = \"both\")",
                 ));
             }
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(p.seed ^ (*layer as u64).wrapping_mul(0x9e37_79b9));
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+                p.seed ^ (*layer as u64).wrapping_mul(0x9e37_79b9),
+            );
             let mut random: Vec<(usize, usize)> = Vec::new();
             let wanted = paired.len() * p.random_pairs;
             let mut attempts = 0;
             while random.len() < wanted && attempts < wanted * 20 {
                 attempts += 1;
-                let (a, b) = (rng.random_range(0..texts.len()), rng.random_range(0..texts.len()));
+                let (a, b) = (
+                    rng.random_range(0..texts.len()),
+                    rng.random_range(0..texts.len()),
+                );
                 if a == b {
                     continue;
                 }
-                let same = group_of.get(&texts[a].0).is_some() && group_of.get(&texts[a].0) == group_of.get(&texts[b].0);
+                let same = group_of.get(&texts[a].0).is_some()
+                    && group_of.get(&texts[a].0) == group_of.get(&texts[b].0);
                 if !same {
                     random.push((a.min(b), a.max(b)));
                 }
@@ -203,9 +231,14 @@ impl Node for SentenceDistance {
                         ("pair".into(), Cell::Str(kind.into())),
                     ];
                     for &d in &p.distances {
-                        let value = d
-                            .compute(&texts[a].1, &texts[b].1, p.ridge)
-                            .map_err(|e| NodeError::msg(format!("{} between `{}` and `{}`: {e}", d.name(), texts[a].0, texts[b].0)))?;
+                        let value = d.compute(&texts[a].1, &texts[b].1, p.ridge).map_err(|e| {
+                            NodeError::msg(format!(
+                                "{} between `{}` and `{}`: {e}",
+                                d.name(),
+                                texts[a].0,
+                                texts[b].0
+                            ))
+                        })?;
                         record.push((d.name().into(), Cell::Float(value)));
                         let entry = distances.entry(d).or_default();
                         if kind == "paired" {
@@ -220,7 +253,11 @@ impl Node for SentenceDistance {
             for (d, (pos, neg)) in &distances {
                 let auc = roc_auc(pos, neg).map_err(NodeError::msg)?;
                 let name = d.name();
-                ctx.emit(MetricRow::new("auc", auc.auc).dim("layer", i64::from(*layer)).dim("distance", name));
+                ctx.emit(
+                    MetricRow::new("auc", auc.auc)
+                        .dim("layer", i64::from(*layer))
+                        .dim("distance", name),
+                );
                 let (pm, ps) = crate::common::mean_sem(pos);
                 let (nm, ns) = crate::common::mean_sem(neg);
                 for (metric, value, stat) in [
@@ -240,14 +277,20 @@ impl Node for SentenceDistance {
             ctx.emit(MetricRow::new("pairs", paired.len() as f64).dim("layer", i64::from(*layer)));
             // The full matrix over the first texts, in group order so that
             // pairs sit next to each other on the heatmap.
-            let order: Vec<usize> = members.values().flatten().copied().take(p.matrix_texts).collect();
+            let order: Vec<usize> = members
+                .values()
+                .flatten()
+                .copied()
+                .take(p.matrix_texts)
+                .collect();
             for &a in &order {
                 for &b in &order {
                     for &d in &p.distances {
                         let value = if a == b {
                             0.0
                         } else {
-                            d.compute(&texts[a].1, &texts[b].1, p.ridge).map_err(NodeError::msg)?
+                            d.compute(&texts[a].1, &texts[b].1, p.ridge)
+                                .map_err(NodeError::msg)?
                         };
                         matrix_rows.push(vec![
                             ("layer".into(), Cell::Int(i64::from(*layer))),

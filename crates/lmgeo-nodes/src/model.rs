@@ -1,0 +1,492 @@
+//! Model steps: `extract` (every layer's hidden states and attention for a
+//! corpus, streamed and resumable) and the helpers `ablate` shares with it.
+
+use std::path::{Path, PathBuf};
+
+use lmgeo_dag::{
+    ExternalFile, InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError,
+    RunContext,
+};
+use lmgeo_models::source::ModelSource;
+use lmgeo_models::{
+    AttentionCapture, ForwardOutput, ForwardRequest, LoadedModel, LogitsCapture, Weights,
+};
+use lmgeo_tables::{
+    AttentionReader, AttentionRow, AttentionWriter, Cell, EmbeddingReader, EmbeddingWriter,
+    MatrixRows, Record,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::data::read_texts;
+
+/// Where registry models are kept: `$LMGEO_MODELS_DIR`, else `models/`.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("LMGEO_MODELS_DIR").map_or_else(|| PathBuf::from("models"), PathBuf::from)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsParam {
+    #[default]
+    Pretrained,
+    /// Random initialisation from the model's config (seeded by `seed`).
+    Random,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    Start,
+    /// Keep the end of long texts: the last token is what the analyses study.
+    #[default]
+    End,
+}
+
+/// How texts become token sequences; shared by `extract` and `ablate` so
+/// that token positions mean the same in both.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tokenization {
+    /// Truncate longer texts to this many tokens.
+    pub max_tokens: usize,
+    pub keep: Keep,
+    /// Drop texts shorter than this many tokens.
+    pub min_tokens: usize,
+    /// Add BOS/CLS/SEP as the model's tokenizer does by default.
+    pub special_tokens: bool,
+}
+
+pub fn default_max_tokens() -> usize {
+    256
+}
+pub fn default_min_tokens() -> usize {
+    2
+}
+pub fn default_true() -> bool {
+    true
+}
+
+/// The model a node loads, and how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelChoice {
+    /// `smollm2-135m`, `gemma3-270m`, `minilm-l6`, a local folder or GGUF
+    /// file, or `hf:<owner>/<name>[@revision]`.
+    pub model: String,
+    pub weights: WeightsParam,
+    /// Seed of the random initialisation.
+    pub seed: u64,
+}
+
+impl ModelChoice {
+    pub fn source(&self) -> Result<ModelSource, ParamError> {
+        ModelSource::parse(&self.model).map_err(|e| ParamError::field("model", e.to_string()))
+    }
+
+    pub fn weights(&self) -> Weights {
+        match self.weights {
+            WeightsParam::Pretrained => Weights::Pretrained,
+            WeightsParam::Random => Weights::Random { seed: self.seed },
+        }
+    }
+
+    /// What of the model goes into the cache key: its files' content, a
+    /// registry digest, or the Hub id and revision.
+    pub fn key_inputs(&self, interface: &mut Interface) -> Result<(), ParamError> {
+        match self.source()? {
+            ModelSource::Local(path) => interface.files.push(ExternalFile {
+                path,
+                known_digest: None,
+            }),
+            ModelSource::Registry(name) => {
+                let digest = lmgeo_models::registry_digest(&name)
+                    .map_err(|e| ParamError::field("model", e.to_string()))?;
+                interface.files.push(ExternalFile {
+                    path: models_dir().join(&name),
+                    known_digest: Some(digest),
+                });
+            }
+            ModelSource::Hub { repo, revision } => {
+                // Without the weights at hand the revision stands for them:
+                // pin a commit hash for reproducible keys.
+                interface.environment.push((
+                    "hub_model".into(),
+                    format!("{repo}@{}", revision.as_deref().unwrap_or("main")),
+                ));
+            }
+        }
+        interface
+            .environment
+            .push(("lmgeo-models".into(), env!("CARGO_PKG_VERSION").into()));
+        interface.heavy = true;
+        Ok(())
+    }
+
+    pub fn load(&self) -> Result<LoadedModel, NodeError> {
+        let source = self.source().map_err(|e| NodeError::msg(e.message))?;
+        Ok(lmgeo_models::load_model(
+            &source,
+            self.weights(),
+            &models_dir(),
+        )?)
+    }
+}
+
+/// Token ids of a text after special tokens and truncation; `None` when too short.
+pub fn tokenize(
+    loaded: &LoadedModel,
+    text: &str,
+    t: &Tokenization,
+) -> Result<Option<Vec<u32>>, NodeError> {
+    let ids = loaded.tokenizer.encode(text, t.special_tokens)?;
+    let ids = if ids.len() > t.max_tokens {
+        match t.keep {
+            Keep::Start => ids[..t.max_tokens].to_vec(),
+            Keep::End => {
+                // Keep a leading BOS/CLS: the model expects it first.
+                let special = t.special_tokens
+                    && !ids.is_empty()
+                    && loaded.tokenizer.encode("", true)?.first() == ids.first();
+                if special {
+                    let mut out = vec![ids[0]];
+                    out.extend_from_slice(&ids[ids.len() - (t.max_tokens - 1)..]);
+                    out
+                } else {
+                    ids[ids.len() - t.max_tokens..].to_vec()
+                }
+            }
+        }
+    } else {
+        ids
+    };
+    Ok((ids.len() >= t.min_tokens).then_some(ids))
+}
+
+/// The hidden state the analyses read as "the model's output" for a token:
+/// after the final norm where the model has one, else the last block's.
+pub fn output_states(output: &ForwardOutput) -> &lmgeo_models::F32Matrix {
+    output
+        .final_norm
+        .as_ref()
+        .unwrap_or_else(|| output.layers.last().unwrap_or(&output.embeddings))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionParam {
+    #[default]
+    None,
+    /// The last token's row in every layer and head (what `lasso_attention` reads).
+    Last,
+    /// Every row (large: layers x heads x n^2 per text).
+    All,
+}
+
+fn default_chunk() -> usize {
+    16
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractParams {
+    /// `smollm2-135m`, `gemma3-270m`, `minilm-l6`, a local folder or GGUF
+    /// file, or `hf:<owner>/<name>[@revision]`.
+    pub model: String,
+    #[serde(default)]
+    pub weights: WeightsParam,
+    /// Seed of the random initialisation (`weights = "random"`).
+    #[serde(default)]
+    pub seed: u64,
+    /// Truncate longer texts to this many tokens.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    #[serde(default)]
+    pub keep: Keep,
+    /// Drop texts shorter than this many tokens.
+    #[serde(default = "default_min_tokens")]
+    pub min_tokens: usize,
+    /// Add BOS/CLS/SEP as the model's tokenizer does by default.
+    #[serde(default = "default_true")]
+    pub special_tokens: bool,
+    /// Layers to keep: "all" (embeddings and every block) or a list of
+    /// layer numbers (0 = embeddings, L + 1 = after the final norm).
+    #[serde(default)]
+    pub layers: crate::common::Layers,
+    /// Also keep the hidden states after the final norm (as layer L + 1).
+    #[serde(default)]
+    pub final_norm: bool,
+    #[serde(default)]
+    pub attention: AttentionParam,
+    /// Texts per resumable piece: an interrupted extraction restarts at the
+    /// first piece not yet stored.
+    #[serde(default = "default_chunk")]
+    pub chunk_texts: usize,
+}
+
+impl ExtractParams {
+    pub fn model_choice(&self) -> ModelChoice {
+        ModelChoice {
+            model: self.model.clone(),
+            weights: self.weights,
+            seed: self.seed,
+        }
+    }
+
+    pub fn tokenization(&self) -> Tokenization {
+        Tokenization {
+            max_tokens: self.max_tokens,
+            keep: self.keep,
+            min_tokens: self.min_tokens,
+            special_tokens: self.special_tokens,
+        }
+    }
+}
+
+/// Runs a model over a corpus and stores every requested layer.
+pub struct Extract;
+
+impl Node for Extract {
+    type Params = ExtractParams;
+    const KIND: &'static str = "extract";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str =
+        "run a model over a corpus; store every layer's hidden states (and attention)";
+
+    fn interface(&self, p: &ExtractParams) -> Result<Interface, ParamError> {
+        if p.chunk_texts == 0 {
+            return Err(ParamError::field("chunk_texts", "must be at least 1"));
+        }
+        if p.max_tokens < 2 {
+            return Err(ParamError::field("max_tokens", "must be at least 2"));
+        }
+        p.layers.check("layers")?;
+        let mut interface = Interface {
+            inputs: vec![InputPort::one(
+                "texts",
+                "a `texts` table from a `corpus` node",
+            )],
+            outputs: vec![
+                OutputPort::internal("embeddings", "every requested layer's token vectors"),
+                OutputPort::internal(
+                    "attention",
+                    "attention probabilities of the requested query rows",
+                ),
+                OutputPort::published(
+                    "tokens",
+                    "per text: token count and whether it was truncated",
+                ),
+            ],
+            ..Interface::default()
+        };
+        p.model_choice().key_inputs(&mut interface)?;
+        Ok(interface)
+    }
+
+    fn run(&self, p: &ExtractParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
+        let texts = read_texts(&ctx.single_input("texts")?.path)?;
+        let loaded = p.model_choice().load()?;
+        let tokenization = p.tokenization();
+        let info = loaded.model.info().clone();
+        let n_layers = info.n_layers as i32;
+        let final_layer = n_layers + 1;
+        let wanted: Vec<i32> = match &p.layers {
+            crate::common::Layers::List(list) => list.clone(),
+            _ => {
+                let mut all: Vec<i32> = (0..=n_layers).collect();
+                if p.final_norm {
+                    all.push(final_layer);
+                }
+                all
+            }
+        };
+        if let Some(bad) = wanted.iter().find(|l| **l > final_layer) {
+            return Err(NodeError::msg(format!(
+                "layer {bad} does not exist: the model has {n_layers} blocks"
+            )));
+        }
+        let metadata = vec![
+            ("lmgeo.model".to_string(), p.model.clone()),
+            ("lmgeo.architecture".to_string(), info.architecture.clone()),
+            ("lmgeo.n_layers".to_string(), n_layers.to_string()),
+            (
+                "lmgeo.final_norm_layer".to_string(),
+                final_layer.to_string(),
+            ),
+            (
+                "lmgeo.layers".to_string(),
+                wanted
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ];
+        let mut tokens_rows: Vec<Record> = Vec::new();
+        let mut sequences: Vec<(usize, Vec<u32>)> = Vec::new();
+        for (index, (id, text, _)) in texts.iter().enumerate() {
+            let full = loaded
+                .tokenizer
+                .encode(text, tokenization.special_tokens)?
+                .len();
+            let ids = tokenize(&loaded, text, &tokenization)?;
+            tokens_rows.push(vec![
+                ("text_id".into(), Cell::Str(id.clone())),
+                (
+                    "tokens".into(),
+                    Cell::Int(ids.as_ref().map_or(0, |v| v.len()) as i64),
+                ),
+                ("tokens_before_truncation".into(), Cell::Int(full as i64)),
+                ("kept".into(), Cell::Bool(ids.is_some())),
+            ]);
+            if let Some(ids) = ids {
+                sequences.push((index, ids));
+            }
+        }
+        if sequences.is_empty() {
+            return Err(NodeError::msg(
+                "no text has enough tokens (see `min_tokens`)",
+            ));
+        }
+        let request = ForwardRequest {
+            attention: AttentionCapture::None,
+            logits: LogitsCapture::None,
+        };
+        let total = sequences.len() as u64;
+        let mut done = 0u64;
+        let mut emb_chunks = Vec::new();
+        let mut att_chunks = Vec::new();
+        for (chunk_index, chunk) in sequences.chunks(p.chunk_texts).enumerate() {
+            if ctx.cancelled() {
+                return Err(NodeError::msg("interrupted"));
+            }
+            let write_chunk = |emb_path: &Path, att_path: &Path| -> Result<(), NodeError> {
+                let mut emb =
+                    EmbeddingWriter::create(emb_path, info.hidden_size, metadata.clone())?;
+                let mut att = AttentionWriter::create(att_path, metadata.clone())?;
+                for (index, ids) in chunk {
+                    let (text_id, _, _) = &texts[*index];
+                    let mut request = request.clone();
+                    request.attention = match p.attention {
+                        AttentionParam::None => AttentionCapture::None,
+                        AttentionParam::Last => AttentionCapture::Queries(vec![ids.len() - 1]),
+                        AttentionParam::All => AttentionCapture::All,
+                    };
+                    let output = loaded.model.forward(ids, &request)?;
+                    let token_texts: Vec<String> = ids
+                        .iter()
+                        .map(|id| loaded.tokenizer.token_text(*id).unwrap_or_default())
+                        .collect();
+                    for &layer in &wanted {
+                        let matrix = if layer == 0 {
+                            &output.embeddings
+                        } else if layer == final_layer {
+                            match &output.final_norm {
+                                Some(m) => m,
+                                None => continue,
+                            }
+                        } else {
+                            &output.layers[(layer - 1) as usize]
+                        };
+                        emb.push(&MatrixRows {
+                            text_id,
+                            text_index: *index as u32,
+                            layer,
+                            token_ids: ids,
+                            tokens: &token_texts,
+                            data: &matrix.data,
+                        })?;
+                    }
+                    {
+                        for (block, heads) in output.attentions.iter().enumerate() {
+                            for (q, &query) in output.attention_queries.iter().enumerate() {
+                                let keys = ids.len();
+                                let mut weights = Vec::with_capacity(heads.len() * keys);
+                                for head in heads {
+                                    weights.extend_from_slice(head.row(q));
+                                }
+                                att.push(&AttentionRow {
+                                    text_id: text_id.clone(),
+                                    text_index: *index as u32,
+                                    layer: block as i32 + 1,
+                                    query: query as u32,
+                                    heads: heads.len(),
+                                    keys,
+                                    weights,
+                                })?;
+                            }
+                        }
+                    }
+                }
+                emb.finish()?;
+                att.finish()?;
+                Ok(())
+            };
+            let att_name = format!("attention-{chunk_index:05}");
+            let scratch_att = ctx.scratch_dir().join(format!("attention-{chunk_index}"));
+            let emb_path = ctx.chunk(&format!("embeddings-{chunk_index:05}"), |emb_path| {
+                write_chunk(emb_path, &scratch_att)?;
+                // Store the attention piece from the same forward passes.
+                ctx.chunk(&att_name, |att_path| {
+                    std::fs::copy(&scratch_att, att_path)?;
+                    Ok(())
+                })?;
+                Ok(())
+            })?;
+            let att_path = ctx.chunk(&att_name, |att_path| {
+                // Only when an interruption stored the embeddings piece but
+                // not its attention piece: recompute, keep the attention.
+                write_chunk(
+                    &ctx.scratch_dir().join(format!("redo-{chunk_index}")),
+                    att_path,
+                )
+            })?;
+            emb_chunks.push(emb_path);
+            att_chunks.push(att_path);
+            done += chunk.len() as u64;
+            ctx.progress(done, Some(total), "texts");
+        }
+        // Concatenate the pieces: the same bytes whether or not the run was
+        // interrupted, since every piece is deterministic.
+        let mut emb = EmbeddingWriter::create(
+            &ctx.output_path("embeddings")?,
+            info.hidden_size,
+            metadata.clone(),
+        )?;
+        let mut rows = 0u64;
+        for piece in &emb_chunks {
+            for m in EmbeddingReader::open(piece)? {
+                let m = m?;
+                rows += m.rows as u64;
+                emb.push(&MatrixRows {
+                    text_id: &m.text_id,
+                    text_index: m.text_index,
+                    layer: m.layer,
+                    token_ids: &m.token_ids,
+                    tokens: &m.tokens,
+                    data: &m.data,
+                })?;
+            }
+        }
+        emb.finish()?;
+        let mut att = AttentionWriter::create(&ctx.output_path("attention")?, metadata)?;
+        for piece in &att_chunks {
+            for row in AttentionReader::open(piece)? {
+                att.push(&row?)?;
+            }
+        }
+        att.finish()?;
+        let mut frame = lmgeo_tables::frame_from_records(&tokens_rows)?;
+        lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("tokens")?)?;
+        let token_total: usize = sequences.iter().map(|(_, ids)| ids.len()).sum();
+        ctx.emit(MetricRow::new("n_params", info.n_params as f64));
+        ctx.emit(MetricRow::new(
+            "n_params_non_embedding",
+            info.n_params_non_embedding as f64,
+        ));
+        ctx.emit(MetricRow::new("hidden_size", info.hidden_size as f64));
+        ctx.emit(MetricRow::new("n_layers", info.n_layers as f64));
+        ctx.emit(MetricRow::new("n_heads", info.n_heads as f64));
+        ctx.emit(MetricRow::new("texts", sequences.len() as f64));
+        ctx.emit(MetricRow::new("tokens", token_total as f64));
+        ctx.emit(MetricRow::new("rows", rows as f64));
+        Ok(())
+    }
+}
