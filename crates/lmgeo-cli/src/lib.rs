@@ -194,7 +194,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
                 progress::ProgressObserver::new(std::io::stdout().is_terminal() && !json);
             let report = lmgeo_dag::run(&graph, &store, &options, &observer)?;
             observer.clear();
-            let summary = publish::collect_results(&graph, &store, &report, &out)?;
+            let summary = publish::collect_results(&graph, &store, &report, &out, &experiment.set)?;
             print_run_summary(&graph, &report, &summary, json);
             Ok(if report.all_succeeded() {
                 ExitCode::SUCCESS
