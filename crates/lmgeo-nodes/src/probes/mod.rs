@@ -13,5 +13,6 @@ pub fn register(registry: &mut lmgeo_dag::Registry) {
         .register(lasso_attention::LassoAttention)
         .register(sentence_distance::SentenceDistance)
         .register(scaling::PowerLaw)
-        .register(scaling::DiffErank);
+        .register(scaling::DiffErank)
+        .register(scaling::SimulateScaling);
 }
