@@ -217,3 +217,74 @@ fn an_interrupted_extraction_resumes_and_gives_the_same_bytes() {
         extract_digest(&reference_out, &reference_store)
     );
 }
+
+#[test]
+fn every_analysis_kind_runs_on_a_tiny_model_with_consistent_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let run = run_experiment(
+        Path::new("tests/fixtures/all-kinds.toml"),
+        &tmp.path().join("store"),
+        &out,
+        &[],
+    );
+    assert!(run.success(), "{}", run.stderr());
+    assert_eq!(run.summary()["ran"], 6);
+
+    // Removal: KL divergences are non-negative, cosine distances in [0, 2],
+    // and every (text, method, k, seed) the parameters ask for was run.
+    let runs = lmgeo_tables::read_parquet(&out.join("nodes/removal/per_run.parquet")).unwrap();
+    let kl = runs.column("kl").unwrap().f64().unwrap().clone();
+    let cos = runs
+        .column("cosine_distance")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .clone();
+    assert!(kl.iter().all(|v| v.unwrap() >= 0.0));
+    assert!(cos.iter().all(|v| (-1e-9..=2.0).contains(&v.unwrap())));
+    let texts = runs.column("text_id").unwrap().str().unwrap().clone();
+    let mut distinct: Vec<&str> = texts.iter().flatten().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    // lasso + attention once per k, random 3 seeds per k; every text here is
+    // longer than 4 + 2 tokens.
+    assert_eq!(runs.height(), distinct.len() * (2 + 3) * 3);
+
+    // Distances: zero on the diagonal and symmetric.
+    let matrix = lmgeo_tables::read_parquet(&out.join("nodes/distance/matrix.parquet")).unwrap();
+    let a = matrix.column("text_a").unwrap().str().unwrap().clone();
+    let b = matrix.column("text_b").unwrap().str().unwrap().clone();
+    let d = matrix.column("distance").unwrap().str().unwrap().clone();
+    let v = matrix.column("value").unwrap().f64().unwrap().clone();
+    let mut values = std::collections::HashMap::new();
+    for i in 0..matrix.height() {
+        values.insert(
+            (a.get(i).unwrap(), b.get(i).unwrap(), d.get(i).unwrap()),
+            v.get(i).unwrap(),
+        );
+    }
+    for ((x, y, name), value) in &values {
+        if x == y {
+            assert_eq!(*value, 0.0);
+        }
+        let mirror = values[&(*y, *x, *name)];
+        assert!(
+            (value - mirror).abs() <= 1e-9 * value.abs().max(1.0),
+            "{name}({x}, {y}) = {value} but {mirror} reversed"
+        );
+    }
+
+    // Every claim-testing node contributed a section with figures.
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for title in [
+        "GP = ridge identity",
+        "Lasso against attention",
+        "Token removal",
+        "Sentence-level distances",
+    ] {
+        assert!(report.contains(title), "missing section `{title}`");
+    }
+    let figures = std::fs::read_dir(out.join("figures")).unwrap().count();
+    assert!(figures >= 3 * 7, "{figures} figure files");
+}

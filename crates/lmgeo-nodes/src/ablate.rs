@@ -593,3 +593,51 @@ impl From<&AblateParams> for Tokenization {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_softmax_and_kl_follow_their_definitions() {
+        let l = log_softmax(&[0.0, (2.0f32).ln()]);
+        assert!((l[0] - (1.0f64 / 3.0).ln()).abs() < 1e-7);
+        assert!((l[1] - (2.0f64 / 3.0).ln()).abs() < 1e-7);
+        // Shifting logits changes nothing.
+        let shifted = log_softmax(&[1000.0, 1000.0 + (2.0f32).ln()]);
+        assert!((shifted[1] - l[1]).abs() < 1e-4);
+    }
+
+    fn output(hidden: Vec<f32>, logits: Vec<f32>) -> ForwardOutput {
+        let d = hidden.len();
+        let v = logits.len();
+        ForwardOutput {
+            embeddings: lmgeo_models::F32Matrix::new(1, d, hidden.clone()),
+            layers: vec![lmgeo_models::F32Matrix::new(1, d, hidden)],
+            final_norm: None,
+            attentions: vec![],
+            attention_queries: vec![],
+            logits: Some(lmgeo_models::F32Matrix::new(1, v, logits)),
+            logit_positions: vec![0],
+        }
+    }
+
+    #[test]
+    fn comparisons_match_closed_forms() {
+        let same = compare_outputs(
+            &output(vec![1.0, 0.0], vec![0.0, 0.0]),
+            &output(vec![2.0, 0.0], vec![0.0, 0.0]),
+        );
+        assert!(same.cosine_distance.abs() < 1e-12);
+        assert!(same.kl.unwrap().abs() < 1e-12);
+        assert_eq!(same.top1_agree, Some(true));
+        // p = (1/2, 1/2), q = (1/3, 2/3): KL = 0.5 ln(3/2) + 0.5 ln(3/4).
+        let m = compare_outputs(
+            &output(vec![1.0, 0.0], vec![0.0, 0.0]),
+            &output(vec![0.0, 1.0], vec![0.0, (2.0f32).ln()]),
+        );
+        let expected = 0.5 * (1.5f64).ln() + 0.5 * (0.75f64).ln();
+        assert!((m.kl.unwrap() - expected).abs() < 1e-7, "{:?}", m.kl);
+        assert!((m.cosine_distance - 1.0).abs() < 1e-12);
+    }
+}

@@ -136,6 +136,7 @@ impl Node for LassoAttention {
                     "token_weights",
                     "per (text, layer, position): token, |beta| and attention weight",
                 ),
+                OutputPort::published("section", "the report section").with_extension("json"),
             ],
             ..Interface::default()
         })
@@ -321,6 +322,8 @@ impl Node for LassoAttention {
             let mut frame = lmgeo_tables::frame_from_records(records)?;
             lmgeo_tables::write_parquet(&mut frame, &ctx.output_path(name)?)?;
         }
+        let section = lasso_section(ctx.node_id(), &by_layer_k, &results);
+        crate::report::write_section(ctx, &section)?;
         for ((layer, k, name), values) in by_layer_k {
             let (mean, sem) = mean_sem(&values);
             let metric = if name == "lasso_better" {
@@ -356,4 +359,105 @@ impl Node for LassoAttention {
         }
         Ok(())
     }
+}
+
+fn lasso_section(
+    node: &str,
+    by_layer_k: &BTreeMap<(i32, usize, &str), Vec<f64>>,
+    results: &[TextResult],
+) -> lmgeo_report::Section {
+    use lmgeo_report::{Heatmap, LinePlot, NamedFigure, Section, Series, Table, Verdict};
+    let deepest = by_layer_k.keys().map(|(l, _, _)| *l).max().unwrap_or(0);
+    let curve = |name: &str| -> Vec<(f64, f64, f64, f64)> {
+        by_layer_k
+            .iter()
+            .filter(|((l, _, n), _)| *l == deepest && *n == name)
+            .map(|((_, k, _), v)| {
+                let (mean, sem) = mean_sem(v);
+                (*k as f64, mean, mean - sem, mean + sem)
+            })
+            .collect()
+    };
+    let jaccard = curve("jaccard");
+    let better = curve("lasso_better");
+    let all_better: Vec<f64> = by_layer_k
+        .iter()
+        .filter(|((_, _, n), _)| *n == "lasso_better")
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect();
+    let fraction = if all_better.is_empty() {
+        f64::NAN
+    } else {
+        all_better.iter().sum::<f64>() / all_better.len() as f64
+    };
+    let mean_jaccard = if jaccard.is_empty() {
+        f64::NAN
+    } else {
+        jaccard.iter().map(|j| j.1).sum::<f64>() / jaccard.len() as f64
+    };
+    let differ = mean_jaccard < 0.5;
+    let sometimes = fraction > 0.0;
+    let verdict = if all_better.is_empty() {
+        Verdict::Inconclusive
+    } else if differ && sometimes {
+        Verdict::Supported
+    } else if differ || sometimes {
+        Verdict::Partly
+    } else {
+        Verdict::NotSupported
+    };
+    let evidence = format!(
+        "At layer {deepest}, the top-k sets of Lasso and attention have mean Jaccard overlap {mean_jaccard:.2} over k; over every layer, text and k, Lasso's tokens reconstruct the new token with a smaller residual than attention's in {:.0}% of cases.",
+        fraction * 100.0
+    );
+    let mut section = Section::new(
+        "Lasso against attention: which context tokens carry the new token?",
+        "A Lasso regression of the new token on its context selects tokens that differ from those attention weights most, and its selection sometimes reconstructs the token better than attention's (Tan et al., §4).",
+        verdict,
+        evidence,
+    )
+    .figure(NamedFigure::new(
+        format!("{node}-overlap"),
+        "Mean over texts at the deepest layer, with standard errors.",
+        LinePlot {
+            title: format!("Lasso against attention, layer {deepest}"),
+            x_label: "k (size of the top-k sets)".into(),
+            y_label: "fraction".into(),
+            x_log: false,
+            y_log: false,
+            series: vec![
+                Series::line("Jaccard overlap", jaccard.iter().map(|j| (j.0, j.1)).collect())
+                    .with_band(jaccard.iter().map(|j| (j.0, j.2, j.3)).collect()),
+                Series::line("Lasso reconstructs better", better.iter().map(|j| (j.0, j.1)).collect())
+                    .with_band(better.iter().map(|j| (j.0, j.2, j.3)).collect()),
+            ],
+        },
+    ))
+    .table(Table {
+        columns: vec!["k".into(), "Jaccard".into(), "Lasso better".into()],
+        rows: jaccard
+            .iter()
+            .zip(&better)
+            .map(|(j, b)| vec![format!("{}", j.0), format!("{:.3}", j.1), format!("{:.2}", b.1)])
+            .collect(),
+    });
+    if let Some(example) = results.iter().find(|r| r.layer == deepest) {
+        let columns: Vec<String> = example.tokens.clone();
+        section = section.figure(NamedFigure::new(
+            format!("{node}-example"),
+            format!("Text `{}`: each method's weight on the context tokens, rows scaled to their maximum.", example.text_id),
+            Heatmap {
+                title: format!("Lasso |β| and attention over the tokens of one text (layer {deepest})"),
+                x_label: "context token".into(),
+                y_label: "method".into(),
+                row_labels: vec!["Lasso |β|".into(), "attention".into()],
+                col_labels: columns,
+                values: vec![example.coef.iter().map(|c| c.abs()).collect(), example.attention.clone()],
+                color_label: "relative weight".into(),
+                symmetric: false,
+                normalize_rows: true,
+            },
+        ));
+    }
+    section
 }

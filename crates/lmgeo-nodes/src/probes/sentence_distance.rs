@@ -151,6 +151,7 @@ impl Node for SentenceDistance {
                     "matrix",
                     "all distances among the first texts, for heatmaps",
                 ),
+                OutputPort::published("section", "the report section").with_extension("json"),
             ],
             ..Interface::default()
         })
@@ -182,6 +183,8 @@ impl Node for SentenceDistance {
             by_layer.entry(layer).or_default().push((id, m));
         }
         let mut pair_rows: Vec<Record> = Vec::new();
+        let mut aucs: BTreeMap<(i32, Distance), (f64, f64, f64)> = BTreeMap::new();
+        let mut heat: Option<(Vec<String>, Vec<Vec<f64>>, &'static str, i32)> = None;
         let mut matrix_rows: Vec<Record> = Vec::new();
         for (layer, texts) in &by_layer {
             let mut members: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -253,6 +256,14 @@ impl Node for SentenceDistance {
             for (d, (pos, neg)) in &distances {
                 let auc = roc_auc(pos, neg).map_err(NodeError::msg)?;
                 let name = d.name();
+                aucs.insert(
+                    (*layer, *d),
+                    (
+                        auc.auc,
+                        crate::common::mean_sem(pos).0,
+                        crate::common::mean_sem(neg).0,
+                    ),
+                );
                 ctx.emit(
                     MetricRow::new("auc", auc.auc)
                         .dim("layer", i64::from(*layer))
@@ -283,8 +294,14 @@ impl Node for SentenceDistance {
                 .copied()
                 .take(p.matrix_texts)
                 .collect();
-            for &a in &order {
-                for &b in &order {
+            let shown = if p.distances.contains(&Distance::Bures) {
+                Distance::Bures
+            } else {
+                p.distances[0]
+            };
+            let mut shown_values = vec![vec![0.0; order.len()]; order.len()];
+            for (ia, &a) in order.iter().enumerate() {
+                for (ib, &b) in order.iter().enumerate() {
                     for &d in &p.distances {
                         let value = if a == b {
                             0.0
@@ -292,6 +309,9 @@ impl Node for SentenceDistance {
                             d.compute(&texts[a].1, &texts[b].1, p.ridge)
                                 .map_err(NodeError::msg)?
                         };
+                        if d == shown {
+                            shown_values[ia][ib] = value;
+                        }
                         matrix_rows.push(vec![
                             ("layer".into(), Cell::Int(i64::from(*layer))),
                             ("text_a".into(), Cell::Str(texts[a].0.clone())),
@@ -302,11 +322,103 @@ impl Node for SentenceDistance {
                     }
                 }
             }
+            let labels: Vec<String> = order.iter().map(|&i| short_label(&texts[i].0)).collect();
+            heat = Some((labels, shown_values, shown.name(), *layer));
         }
+        let section = distance_section(ctx.node_id(), &aucs, heat);
+        crate::report::write_section(ctx, &section)?;
         let mut frame = lmgeo_tables::frame_from_records(&pair_rows)?;
         lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("pairs")?)?;
         let mut frame = lmgeo_tables::frame_from_records(&matrix_rows)?;
         lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("matrix")?)?;
         Ok(())
     }
+}
+
+/// The end of a text id (its record and side), short enough for a heatmap axis.
+fn short_label(id: &str) -> String {
+    let parts: Vec<&str> = id.rsplitn(3, ':').collect();
+    match parts.as_slice() {
+        [last, middle, _] => format!("{middle}:{last}"),
+        _ => id.to_string(),
+    }
+}
+
+fn distance_section(
+    node: &str,
+    aucs: &BTreeMap<(i32, Distance), (f64, f64, f64)>,
+    heat: Option<(Vec<String>, Vec<Vec<f64>>, &'static str, i32)>,
+) -> lmgeo_report::Section {
+    use lmgeo_report::{BarChart, Heatmap, NamedFigure, Section, Table, Verdict};
+    let deepest = aucs.keys().map(|(l, _)| *l).max().unwrap_or(0);
+    let at_deepest: Vec<(Distance, (f64, f64, f64))> = aucs
+        .iter()
+        .filter(|((l, _), _)| *l == deepest)
+        .map(|((_, d), v)| (*d, *v))
+        .collect();
+    let covariance: Vec<f64> = at_deepest
+        .iter()
+        .filter(|(d, _)| {
+            matches!(
+                d,
+                Distance::Frobenius | Distance::Bures | Distance::VonNeumann
+            )
+        })
+        .map(|(_, v)| v.0)
+        .collect();
+    let separating = covariance.iter().filter(|a| **a > 0.7).count();
+    let verdict = if covariance.is_empty() {
+        Verdict::Inconclusive
+    } else if separating * 2 > covariance.len() {
+        Verdict::Supported
+    } else if covariance.iter().any(|a| *a > 0.5) {
+        Verdict::Partly
+    } else {
+        Verdict::NotSupported
+    };
+    let listing: Vec<String> = at_deepest
+        .iter()
+        .map(|(d, v)| format!("{} {:.2}", d.name(), v.0))
+        .collect();
+    let mut section = Section::new(
+        "Sentence-level distances: do texts that share a prompt sit closer?",
+        "Matrix distances between the covariances of two texts' representations separate texts that answer the same prompt from unrelated texts (Tan et al., §6).",
+        verdict,
+        format!("ROC AUC at layer {deepest} (paired closer than random = 1, chance = 0.5): {}.", listing.join(", ")),
+    )
+    .figure(NamedFigure::new(
+        format!("{node}-auc"),
+        "Probability that a paired text is closer than a random pair, per distance.",
+        BarChart {
+            title: format!("Separation of paired from random texts (layer {deepest})"),
+            y_label: "ROC AUC".into(),
+            bars: at_deepest.iter().map(|(d, v)| (d.name().to_string(), v.0, None)).collect(),
+            reference: Some((0.5, "chance".into())),
+        },
+    ))
+    .table(Table {
+        columns: vec!["distance".into(), "AUC".into(), "mean paired".into(), "mean random".into()],
+        rows: at_deepest
+            .iter()
+            .map(|(d, v)| vec![d.name().to_string(), format!("{:.3}", v.0), format!("{:.4}", v.1), format!("{:.4}", v.2)])
+            .collect(),
+    });
+    if let Some((labels, values, name, layer)) = heat {
+        section = section.figure(NamedFigure::new(
+            format!("{node}-matrix"),
+            format!("{name} distances among the first texts (pairs are adjacent)."),
+            Heatmap {
+                title: format!("{name} distance between texts (layer {layer})"),
+                x_label: "text".into(),
+                y_label: "text".into(),
+                row_labels: labels.clone(),
+                col_labels: labels,
+                values,
+                color_label: "distance".into(),
+                symmetric: false,
+                normalize_rows: false,
+            },
+        ));
+    }
+    section
 }
