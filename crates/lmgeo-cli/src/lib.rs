@@ -335,9 +335,10 @@ fn print_plan(plan: &[PlanEntry]) {
         let (word, reasons) = match &entry.status {
             PlanStatus::Cached => ("cached", Vec::new()),
             PlanStatus::WillRun(reasons) => ("will run", reasons.clone()),
-            PlanStatus::AfterUpstream(up) => {
-                ("will run", vec![format!("after {} run(s)", up.join(", "))])
-            }
+            PlanStatus::AfterUpstream(up) => (
+                "will run",
+                vec![format!("after its inputs: {}", up.join(", "))],
+            ),
             PlanStatus::Blocked(reason) => ("blocked", vec![reason.clone()]),
         };
         let first = reasons.first().cloned().unwrap_or_default();

@@ -138,15 +138,27 @@ pub fn plan(graph: &Graph, store: &Store) -> Vec<PlanEntry> {
     let mut actions: Vec<Option<Action>> = Vec::with_capacity(graph.instances.len());
     for (index, instance) in graph.instances.iter().enumerate() {
         let mut waiting_on = Vec::new();
+        let mut blocked_by = None;
         for (_, bindings) in &instance.inputs {
             for b in bindings {
                 if actions[b.instance].is_none() {
-                    waiting_on.push(graph.instances[b.instance].id.clone());
+                    let upstream = &graph.instances[b.instance].id;
+                    if matches!(entries[b.instance].status, PlanStatus::Blocked(_)) {
+                        blocked_by.get_or_insert_with(|| upstream.clone());
+                    } else if !waiting_on.contains(upstream) {
+                        waiting_on.push(upstream.clone());
+                    }
                 }
             }
         }
-        waiting_on.dedup();
-        let (status, key, preimage, action) = if !waiting_on.is_empty() {
+        let (status, key, preimage, action) = if let Some(upstream) = blocked_by {
+            (
+                PlanStatus::Blocked(format!("its input `{upstream}` is blocked")),
+                None,
+                None,
+                None,
+            )
+        } else if !waiting_on.is_empty() {
             (PlanStatus::AfterUpstream(waiting_on), None, None, None)
         } else {
             match preimage_for(graph, store, index, &|u| actions[u].as_ref()) {
