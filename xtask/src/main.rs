@@ -194,7 +194,7 @@ fn bench(root: &Path, which: &str) -> anyhow::Result<()> {
     }
     if matches!(which, "probes" | "all") {
         let status = cargo()
-            .args(["bench", "--package", "lmgeo-probes"])
+            .args(["bench", "--profile", "dev", "--package", "lmgeo-probes"])
             .status()?;
         if !status.success() {
             bail!("probe benchmarks failed");
@@ -261,7 +261,15 @@ fn bench_engine(root: &Path) -> anyhow::Result<()> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     let status = cargo()
-        .args(["bench", "--package", "lmgeo-nodes", "--bench", "noop_rerun"])
+        .args([
+            "bench",
+            "--profile",
+            "dev",
+            "--package",
+            "lmgeo-nodes",
+            "--bench",
+            "noop_rerun",
+        ])
         .status()?;
     if !status.success() {
         bail!("engine benchmark failed");

@@ -273,6 +273,13 @@ impl Store {
         instance: &str,
         record: &NameRecord,
     ) -> Result<(), StoreError> {
+        // A rerun with nothing changed rewrites nothing (and fsyncs nothing).
+        if self
+            .name(experiment, instance)
+            .is_some_and(|old| old.key == record.key)
+        {
+            return Ok(());
+        }
         let bytes = serde_json::to_vec_pretty(record).expect("names serialize");
         atomic_write(self, &self.name_path(experiment, instance), &bytes)
     }
