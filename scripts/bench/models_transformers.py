@@ -29,7 +29,7 @@ def hh_path() -> Path:
     env = os.environ.get("LMGEO_HH_RLHF")
     if env:
         return Path(env)
-    rel = Path("shared/data/hh-rlhf/harmless-base-test.jsonl.gz")
+    rel = Path("data/hh-rlhf/harmless-base-test.jsonl.gz")
     for parent in [ROOT.resolve(), *ROOT.resolve().parents]:
         if (parent / rel).is_file():
             return parent / rel

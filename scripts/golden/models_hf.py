@@ -31,7 +31,7 @@ from safetensors.numpy import save_file
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "crates" / "lmgeo-models" / "tests" / "fixtures"
-DEFAULT_HH = Path("/work/shared/data/hh-rlhf/harmless-base-test.jsonl.gz")
+DEFAULT_HH = Path("data/hh-rlhf/harmless-base-test.jsonl.gz")
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use lmgeo_data::{CorpusSpec, Format, HhOptions, Side, Turns, read_hh_rlhf, split_turns};
 
-const RELATIVE: &str = "shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
+const RELATIVE: &str = "data/hh-rlhf/harmless-base-test.jsonl.gz";
 const RECORDS: usize = 2312;
 
 fn data_file() -> Option<PathBuf> {

@@ -26,7 +26,7 @@ fn workspace() -> PathBuf {
 }
 
 fn hh_rlhf_chosen() -> Vec<String> {
-    let rel = "shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
+    let rel = "data/hh-rlhf/harmless-base-test.jsonl.gz";
     let path = std::env::var_os("LMGEO_HH_RLHF")
         .map(PathBuf::from)
         .or_else(|| {

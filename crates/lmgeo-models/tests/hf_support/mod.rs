@@ -204,10 +204,10 @@ fn fetch_minilm() -> PathBuf {
 }
 
 /// hh-rlhf harmless-base test records (`chosen`, `rejected`): `$LMGEO_HH_RLHF`,
-/// else `shared/data/hh-rlhf/harmless-base-test.jsonl.gz` in an ancestor folder
+/// else `data/hh-rlhf/harmless-base-test.jsonl.gz` (shipped in the repository)
 /// of the workspace.
 pub fn hh_rlhf() -> Vec<(String, String)> {
-    let rel = "shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
+    let rel = "data/hh-rlhf/harmless-base-test.jsonl.gz";
     let path = std::env::var_os("LMGEO_HH_RLHF")
         .map(PathBuf::from)
         .or_else(|| {
