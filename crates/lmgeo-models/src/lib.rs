@@ -61,3 +61,8 @@ pub use decoder_ops::greedy_continuation;
 pub use gemma3::{Gemma3, Gemma3Config};
 pub use gguf::{GgufFile, LoadOptions, WeightFormat};
 pub use llama::{Llama, LlamaConfig};
+
+// Tokenizers read from GGUF metadata.
+pub mod gguf_tokenizer;
+
+pub use gguf_tokenizer::{GgufTokenizer, GgufTokenizerKind};
