@@ -564,6 +564,17 @@ pub fn ensure_with(
                 ),
             ));
         }
+        // Temporary files are created private; a model folder is shared.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| ModelError::Io {
+                    path: tmp.path().to_path_buf(),
+                    source: e,
+                })?;
+        }
         tmp.as_file().sync_all().map_err(|e| ModelError::Io {
             path: tmp.path().to_path_buf(),
             source: e,
