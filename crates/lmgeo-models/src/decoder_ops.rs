@@ -20,15 +20,27 @@ use crate::{AttentionCapture, F32Matrix, ForwardRequest, LogitsCapture, ModelErr
 /// format.
 #[derive(Debug, Clone)]
 pub(crate) enum Proj {
-    /// `(out, in)` as in Hugging Face checkpoints.
-    Dense(Tensor),
+    /// `W^T`, `(in, out)`, contiguous. gemm multiplies by a weight in this
+    /// layout without repacking it on every call, which is measurably faster
+    /// (~1.5x at 64 rows on this CPU) than the `(out, in)` layout of the
+    /// checkpoint seen through a transposed view.
+    Transposed(Tensor),
+    /// `W`, `(out, in)`, as stored: only for the tied unembedding, which
+    /// would otherwise be held twice.
+    AsStored(Tensor),
     Quant(QMatMul),
 }
 
 impl Proj {
+    /// From a Hugging Face `(out, in)` weight.
+    pub(crate) fn dense(w: &Tensor) -> candle_core::Result<Self> {
+        Ok(Proj::Transposed(w.t()?.contiguous()?))
+    }
+
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Proj::Dense(w) => x.matmul(&w.t()?),
+            Proj::Transposed(wt) => x.matmul(wt),
+            Proj::AsStored(w) => x.matmul(&w.t()?),
             Proj::Quant(q) => q.forward(x),
         }
     }

@@ -269,12 +269,12 @@ struct Block {
 }
 
 enum Qkv {
-    Fused(Tensor),
+    Fused(Proj),
     Split(Proj, Proj, Proj),
 }
 
 enum Mlp {
-    Fused { gate_up: Tensor, down: Proj },
+    Fused { gate_up: Proj, down: Proj },
     Split { gate: Proj, up: Proj, down: Proj },
 }
 
@@ -361,7 +361,7 @@ impl Gemma3 {
             blocks.push(Block {
                 kind: cfg.layer_types[i],
                 input_norm: one_plus(get1(&l("input_layernorm.weight"), d)?)?,
-                qkv: Qkv::Fused(Tensor::cat(&[wq, wk, wv], 0)?),
+                qkv: Qkv::Fused(Proj::dense(&Tensor::cat(&[wq, wk, wv], 0)?)?),
                 q_norm: to_vec(&one_plus(get1(
                     &l("self_attn.q_norm.weight"),
                     cfg.head_dim,
@@ -370,21 +370,21 @@ impl Gemma3 {
                     &l("self_attn.k_norm.weight"),
                     cfg.head_dim,
                 )?)?)?,
-                o_proj: Proj::Dense(get2(&l("self_attn.o_proj.weight"), (d, q))?),
+                o_proj: Proj::dense(&get2(&l("self_attn.o_proj.weight"), (d, q))?)?,
                 post_attn_norm: one_plus(get1(&l("post_attention_layernorm.weight"), d)?)?,
                 pre_ffn_norm: one_plus(get1(&l("pre_feedforward_layernorm.weight"), d)?)?,
                 mlp: Mlp::Fused {
-                    gate_up: Tensor::cat(&[gate, up], 0)?,
-                    down: Proj::Dense(get2(&l("mlp.down_proj.weight"), (d, f))?),
+                    gate_up: Proj::dense(&Tensor::cat(&[gate, up], 0)?)?,
+                    down: Proj::dense(&get2(&l("mlp.down_proj.weight"), (d, f))?)?,
                 },
                 post_ffn_norm: one_plus(get1(&l("post_feedforward_layernorm.weight"), d)?)?,
             });
         }
         let final_norm = one_plus(get1("model.norm.weight", d)?)?;
         let lm_head = if cfg.tie_word_embeddings {
-            Proj::Dense(embed.clone())
+            Proj::AsStored(embed.clone())
         } else {
-            Proj::Dense(get2("lm_head.weight", (cfg.vocab_size, d))?)
+            Proj::AsStored(get2("lm_head.weight", (cfg.vocab_size, d))?)
         };
         Ok(Self::assemble(
             cfg,
@@ -543,7 +543,7 @@ impl Gemma3 {
             let h = candle_nn::ops::rms_norm(&x, &block.input_norm, eps)?;
             let (attn_out, probs) = match &block.qkv {
                 Qkv::Fused(w) => {
-                    let qkv = h.matmul(&w.t()?)?;
+                    let qkv = w.forward(&h)?;
                     let stride = q_width + 2 * kv_width;
                     with_f32(&qkv, |s| {
                         let col = |offset| Cols {
@@ -595,7 +595,7 @@ impl Gemma3 {
             let h = candle_nn::ops::rms_norm(&x, &block.pre_ffn_norm, eps)?;
             let m = match &block.mlp {
                 Mlp::Fused { gate_up, down } => {
-                    down.forward(&gated(&h.matmul(&gate_up.t()?)?, gelu_tanh)?)?
+                    down.forward(&gated(&gate_up.forward(&h)?, gelu_tanh)?)?
                 }
                 Mlp::Split { gate, up, down } => down.forward(&gated_pair(
                     &gate.forward(&h)?,

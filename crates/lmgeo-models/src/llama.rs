@@ -177,12 +177,12 @@ struct Block {
 /// product runs faster than three), separate when quantised (their block
 /// formats may differ).
 enum Qkv {
-    Fused(Tensor),
+    Fused(Proj),
     Split(Proj, Proj, Proj),
 }
 
 enum Mlp {
-    Fused { gate_up: Tensor, down: Proj },
+    Fused { gate_up: Proj, down: Proj },
     Split { gate: Proj, up: Proj, down: Proj },
 }
 
@@ -269,20 +269,20 @@ impl Llama {
             let up = get2(&l("mlp.up_proj.weight"), (f, d))?;
             blocks.push(Block {
                 input_norm: get1(&l("input_layernorm.weight"), d)?,
-                qkv: Qkv::Fused(Tensor::cat(&[wq, wk, wv], 0)?),
-                o_proj: Proj::Dense(get2(&l("self_attn.o_proj.weight"), (d, q))?),
+                qkv: Qkv::Fused(Proj::dense(&Tensor::cat(&[wq, wk, wv], 0)?)?),
+                o_proj: Proj::dense(&get2(&l("self_attn.o_proj.weight"), (d, q))?)?,
                 post_attn_norm: get1(&l("post_attention_layernorm.weight"), d)?,
                 mlp: Mlp::Fused {
-                    gate_up: Tensor::cat(&[gate, up], 0)?,
-                    down: Proj::Dense(get2(&l("mlp.down_proj.weight"), (d, f))?),
+                    gate_up: Proj::dense(&Tensor::cat(&[gate, up], 0)?)?,
+                    down: Proj::dense(&get2(&l("mlp.down_proj.weight"), (d, f))?)?,
                 },
             });
         }
         let final_norm = get1("model.norm.weight", d)?;
         let lm_head = if cfg.tie_word_embeddings {
-            Proj::Dense(embed.clone())
+            Proj::AsStored(embed.clone())
         } else {
-            Proj::Dense(get2("lm_head.weight", (cfg.vocab_size, d))?)
+            Proj::AsStored(get2("lm_head.weight", (cfg.vocab_size, d))?)
         };
         Ok(Self::assemble(
             cfg,
@@ -415,7 +415,7 @@ impl Llama {
             let h = candle_nn::ops::rms_norm(&x, &block.input_norm, eps)?;
             let (attn_out, probs) = match &block.qkv {
                 Qkv::Fused(w) => {
-                    let qkv = h.matmul(&w.t()?)?;
+                    let qkv = w.forward(&h)?;
                     let stride = q_width + 2 * kv_width;
                     with_f32(&qkv, |s| {
                         let col = |offset| Cols {
@@ -475,7 +475,7 @@ impl Llama {
             let h = candle_nn::ops::rms_norm(&x, &block.post_attn_norm, eps)?;
             let act = match &block.mlp {
                 Mlp::Fused { gate_up, down } => {
-                    down.forward(&gated(&h.matmul(&gate_up.t()?)?, silu)?)?
+                    down.forward(&gated(&gate_up.forward(&h)?, silu)?)?
                 }
                 Mlp::Split { gate, up, down } => {
                     down.forward(&gated_pair(&gate.forward(&h)?, &up.forward(&h)?, silu)?)?
