@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::decoder_ops::{
-    AttnSpec, Cols, HeadPrep, Proj, attention, captured_queries, gated, gated_pair, gelu_tanh,
+    Act, AttnSpec, Cols, HeadPrep, Proj, attention, captured_queries, gated, gated_pair,
     head_matrices, logit_positions, prepare_heads, rotary_tables, to_matrix, validate, with_f32,
 };
 use crate::gguf::{GgufFile, GgufNaming, GgufWeights, LoadOptions, WeightFormat};
@@ -55,6 +55,9 @@ pub struct Gemma3Config {
     pub final_logit_softcapping: Option<f64>,
     pub max_positions: usize,
     pub tie_word_embeddings: bool,
+    /// The padding token, whose embedding row Hugging Face initialises to
+    /// zero (`padding_idx`); from `tokenizer.ggml.padding_token_id`.
+    pub pad_token_id: Option<u32>,
     pub initializer_range: f64,
 }
 
@@ -157,6 +160,9 @@ impl Gemma3Config {
             final_logit_softcapping: f.f64_opt(&key("final_logit_softcapping"))?,
             max_positions: f.usize(&key("context_length"))?,
             tie_word_embeddings: f.tensor_info("output.weight").is_none(),
+            pad_token_id: f
+                .u64_opt("tokenizer.ggml.padding_token_id")?
+                .and_then(|v| u32::try_from(v).ok()),
             initializer_range: 0.02,
         };
         cfg.check().map_err(config_err)?;
@@ -229,7 +235,9 @@ impl Gemma3Config {
 
     /// Hugging Face's initialisation: normal(0, initializer_range) for
     /// projections and embeddings, zeros for the norm weights (which act as
-    /// `1 + w`).
+    /// `1 + w`). As for Llama, the embedding row of
+    /// [`Self::pad_token_id`] is zero in transformers, which a candle `Init`
+    /// cannot express.
     pub fn init_for(&self, hf_name: &str) -> Init {
         if hf_name.ends_with("norm.weight") {
             Init::Const(0.0)
@@ -595,12 +603,12 @@ impl Gemma3 {
             let h = candle_nn::ops::rms_norm(&x, &block.pre_ffn_norm, eps)?;
             let m = match &block.mlp {
                 Mlp::Fused { gate_up, down } => {
-                    down.forward(&gated(&gate_up.forward(&h)?, gelu_tanh)?)?
+                    down.forward(&gated(&gate_up.forward(&h)?, Act::GeluTanh)?)?
                 }
                 Mlp::Split { gate, up, down } => down.forward(&gated_pair(
                     &gate.forward(&h)?,
                     &up.forward(&h)?,
-                    gelu_tanh,
+                    Act::GeluTanh,
                 )?)?,
             };
             x = (x + candle_nn::ops::rms_norm(&m, &block.post_ffn_norm, eps)?)?;

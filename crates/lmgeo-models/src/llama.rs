@@ -13,8 +13,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::decoder_ops::{
-    AttnSpec, Cols, HeadPrep, Proj, attention, captured_queries, gated, gated_pair, head_matrices,
-    logit_positions, prepare_heads, rotary_tables, silu, to_matrix, validate, with_f32,
+    Act, AttnSpec, Cols, HeadPrep, Proj, attention, captured_queries, gated, gated_pair,
+    head_matrices, logit_positions, prepare_heads, rotary_tables, to_matrix, validate, with_f32,
 };
 use crate::gguf::{GgufFile, GgufNaming, GgufWeights, LoadOptions, WeightFormat};
 use crate::{ForwardOutput, ForwardRequest, LanguageModel, ModelError, ModelInfo};
@@ -34,6 +34,9 @@ pub struct LlamaConfig {
     pub rope_theta: f64,
     pub max_positions: usize,
     pub tie_word_embeddings: bool,
+    /// The padding token, whose embedding row Hugging Face initialises to
+    /// zero (`padding_idx`); from `tokenizer.ggml.padding_token_id`.
+    pub pad_token_id: Option<u32>,
     /// Standard deviation of the normal initialisation of projections and
     /// embeddings (Hugging Face's `initializer_range`).
     pub initializer_range: f64,
@@ -86,6 +89,9 @@ impl LlamaConfig {
             rope_theta: f.f64_opt(&key("rope.freq_base"))?.unwrap_or(10_000.0),
             max_positions: f.usize(&key("context_length"))?,
             tie_word_embeddings: f.tensor_info("output.weight").is_none(),
+            pad_token_id: f
+                .u64_opt("tokenizer.ggml.padding_token_id")?
+                .and_then(|v| u32::try_from(v).ok()),
             initializer_range: 0.02,
         };
         cfg.check().map_err(|message| ModelError::Config {
@@ -152,7 +158,9 @@ impl LlamaConfig {
     /// How Hugging Face's `LlamaPreTrainedModel` initialises a parameter:
     /// normal(0, initializer_range) for projections and embeddings, ones
     /// for RMSNorm scales. Passed as the hint of every `VarBuilder` lookup,
-    /// so a random backend that honours hints reproduces that scheme.
+    /// so a random backend that honours hints reproduces that scheme. One
+    /// detail a candle `Init` cannot say: the embedding row of
+    /// [`Self::pad_token_id`] is zero in transformers.
     pub fn init_for(&self, hf_name: &str) -> Init {
         if hf_name.ends_with("norm.weight") {
             Init::Const(1.0)
@@ -475,11 +483,13 @@ impl Llama {
             let h = candle_nn::ops::rms_norm(&x, &block.post_attn_norm, eps)?;
             let act = match &block.mlp {
                 Mlp::Fused { gate_up, down } => {
-                    down.forward(&gated(&gate_up.forward(&h)?, silu)?)?
+                    down.forward(&gated(&gate_up.forward(&h)?, Act::Silu)?)?
                 }
-                Mlp::Split { gate, up, down } => {
-                    down.forward(&gated_pair(&gate.forward(&h)?, &up.forward(&h)?, silu)?)?
-                }
+                Mlp::Split { gate, up, down } => down.forward(&gated_pair(
+                    &gate.forward(&h)?,
+                    &up.forward(&h)?,
+                    Act::Silu,
+                )?)?,
             };
             x = (x + act)?;
             layers.push(to_matrix(&x)?);

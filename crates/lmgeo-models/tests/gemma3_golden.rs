@@ -43,6 +43,13 @@ fn gemma3_config_from_gguf_matches_transformers() {
     assert_eq!(c.query_pre_attn_scalar, 256.0);
     assert_eq!((c.n_heads, c.n_kv_heads, c.head_dim), (4, 1, 256));
     assert!(c.attn_logit_softcapping.is_none() && c.final_logit_softcapping.is_none());
+    assert_eq!(
+        (c.vocab_size, c.hidden_size, c.intermediate_size),
+        (262144, 640, 2048)
+    );
+    assert!(c.tie_word_embeddings);
+    assert_eq!(c.pad_token_id, Some(0));
+    assert_eq!(c.max_positions, 32768);
 }
 
 #[test]

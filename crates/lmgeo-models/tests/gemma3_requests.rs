@@ -33,6 +33,7 @@ fn tiny_config() -> Gemma3Config {
         final_logit_softcapping: None,
         max_positions: 64,
         tie_word_embeddings: true,
+        pad_token_id: None,
         initializer_range: 0.02,
     }
 }

@@ -33,6 +33,24 @@ fn model() -> Llama {
 }
 
 #[test]
+fn llama_config_from_gguf_matches_transformers() {
+    // transformers' LlamaConfig for this file.
+    let m = model();
+    let c = m.config();
+    assert_eq!(
+        (c.n_layers, c.hidden_size, c.intermediate_size),
+        (30, 576, 1536)
+    );
+    assert_eq!((c.n_heads, c.n_kv_heads, c.head_dim), (9, 3, 64));
+    assert_eq!((c.vocab_size, c.max_positions), (49152, 8192));
+    assert_eq!(c.rope_theta, 100_000.0);
+    assert!((c.rms_norm_eps - 1e-5).abs() < 1e-12);
+    assert!(c.tie_word_embeddings);
+    assert_eq!(c.pad_token_id, Some(2));
+    assert_eq!(m.info().n_params_non_embedding, 134_515_008 - 49152 * 576);
+}
+
+#[test]
 fn llama_smollm2_matches_transformers_layer_by_layer() {
     let g = golden("smollm2");
     let m = model();

@@ -157,6 +157,7 @@ fn tiny_config() -> LlamaConfig {
         rope_theta: 10_000.0,
         max_positions: 64,
         tie_word_embeddings: true,
+        pad_token_id: None,
         initializer_range: 0.02,
     }
 }
