@@ -362,7 +362,7 @@ pub(crate) mod vmath {
     /// 1.7e-38 become that value instead of a subnormal).
     #[inline(always)]
     pub(crate) fn exp(x: f32) -> f32 {
-        let x = x.max(-87.0).min(88.0);
+        let x = x.clamp(-87.0, 88.0);
         let n = (x * LOG2E + ROUND) - ROUND;
         let r = (x - n * LN2_HI) - n * LN2_LO;
         let mut p = 1.0 / 5040.0;

@@ -363,20 +363,17 @@ fn add_gguf_added_tokens(
             // A control token spelled outside the byte alphabet cannot be a
             // real byte-level token (a converter mislabel); adding it would
             // grow the vocabulary past the model's, so skip it.
-            TOKEN_TYPE_CONTROL => {
+            TOKEN_TYPE_CONTROL
                 if alphabet
                     .as_ref()
-                    .is_none_or(|a| t.chars().all(|c| a.contains(&c)))
-                {
-                    special.push(AddedToken::from(t.to_string(), true).normalized(false));
-                }
+                    .is_none_or(|a| t.chars().all(|c| a.contains(&c))) =>
+            {
+                special.push(AddedToken::from(t.to_string(), true).normalized(false));
             }
-            TOKEN_TYPE_USER_DEFINED => {
-                // Only entries the model's vocabulary knows under this very
-                // spelling (whitespace tokens were respelled above).
-                if tk.token_to_id(t).is_some() {
-                    plain.push(AddedToken::from(t.to_string(), false).normalized(false));
-                }
+            // Only entries the model's vocabulary knows under this very
+            // spelling (whitespace tokens were respelled above).
+            TOKEN_TYPE_USER_DEFINED if tk.token_to_id(t).is_some() => {
+                plain.push(AddedToken::from(t.to_string(), false).normalized(false));
             }
             _ => {}
         }

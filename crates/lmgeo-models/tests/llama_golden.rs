@@ -17,8 +17,8 @@ use lmgeo_models::{LanguageModel, Llama, LoadOptions};
 // (float32 epsilon is 1.2e-7; observed at most 1.8e-7 over 30 layers).
 // Frobenius and row norms: 5e-5 relative (a small row inherits the absolute
 // error of the large ones; observed 1.2e-6). Attention probabilities are
-// compared absolutely to 1e-5 (observed 2.2e-6), logits to 2.5e-4 (values
-// 15-35; observed 2.5e-5). Rankings (top-5 tokens, each head's argmax key)
+// compared absolutely to 1e-5 (observed 3.0e-6), logits to 2.5e-4 (values
+// 15-35; observed 4.0e-5). Rankings (top-5 tokens, each head's argmax key)
 // must agree except between entries closer than those tolerances.
 const TOL: Tolerances = Tolerances {
     hidden_rel_to_max: 2e-6,

@@ -205,7 +205,7 @@ impl Check {
             self.max_rel_err = self.max_rel_err.max(err / want.abs());
         }
         let worst = err > self.max_abs_err || self.count == 1;
-        let failed = !(err <= self.atol + self.rtol * want.abs());
+        let failed = err.is_nan() || err > self.atol + self.rtol * want.abs();
         if !worst && !failed {
             return;
         }
