@@ -68,10 +68,21 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
             }
         }
         Some("fetch-models") => {
-            let binary = build_lmgeo()?;
-            let mut cmd = Command::new(&binary);
-            cmd.arg("fetch").args(&args[1..]);
-            exit_with(cmd)
+            let names: Vec<String> = if args.len() > 1 {
+                args[1..].to_vec()
+            } else {
+                ["minilm-l6", "smollm2-135m", "gemma3-270m"].iter().map(|s| s.to_string()).collect()
+            };
+            for name in names {
+                let status = cargo()
+                    .args(["run", "--quiet", "--package", "lmgeo-models", "--example", "fetch_model", "--"])
+                    .arg(&name)
+                    .status()?;
+                if !status.success() {
+                    bail!("fetching {name} failed");
+                }
+            }
+            Ok(())
         }
         Some("golden") => golden(&root),
         Some("bench") => bench(&root, args.get(1).map_or("all", String::as_str)),

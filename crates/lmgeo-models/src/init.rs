@@ -18,12 +18,11 @@
 //! - Llama / SmolLM2: `LlamaRMSNorm.weight` is initialised to ones and used as
 //!   `x * w`; GGUF stores the same `w`. Rule: `Ones` for `*_norm.weight`.
 //! - Gemma 3: transformers' `Gemma3RMSNorm` stores `w` initialised to **zeros**
-//!   and multiplies by `(1 + w)`, so an untrained norm scales by one. GGUF files
-//!   (llama.cpp's converter) store `1 + w` already, and loaders that read GGUF
-//!   use the stored value directly. So for GGUF tensor names the rule is `Ones`
-//!   (effective scale 1); `Zeros` would be right only for code that adds the 1
-//!   itself, as transformers does. Gemma also scales embeddings by
-//!   `sqrt(hidden)` at run time; that is not part of the weights.
+//!   and multiplies by `(1 + w)`. GGUF files store `1 + w`, but our GGUF
+//!   loader subtracts the 1 and `gemma3.rs` applies `1 + w` itself, as
+//!   transformers does, so the rule is `Zeros` ([`gemma3_rule`]). Gemma also
+//!   scales embeddings by `sqrt(hidden)` at run time; that is not part of the
+//!   weights.
 //! - Embeddings with a `padding_idx` get a zero row there in transformers
 //!   (BERT's word embeddings, some Llama configs with `pad_token_id`): use
 //!   [`InitRule::NormalZeroRow`].
@@ -215,4 +214,37 @@ pub fn bert_rule(config: &BertConfig) -> InitFn {
             InitRule::Normal { std }
         }
     })
+}
+
+/// A decoder rule from the model's own init hints, plus the one thing a
+/// candle `Init` cannot say: transformers zeroes the embedding row of the
+/// padding token.
+fn decoder_rule(hint: impl Fn(&str) -> candle_nn::Init + Send + Sync + 'static, pad: Option<u32>) -> InitFn {
+    Box::new(move |name: &str, _shape: &[usize]| {
+        let rule = match hint(name) {
+            candle_nn::Init::Const(v) if v == 0.0 => InitRule::Zeros,
+            candle_nn::Init::Const(_) => InitRule::Ones,
+            candle_nn::Init::Randn { stdev, .. } => InitRule::Normal { std: stdev },
+            _ => InitRule::Normal { std: 0.02 },
+        };
+        match (rule, pad) {
+            (InitRule::Normal { std }, Some(row)) if name.ends_with("embed_tokens.weight") => {
+                InitRule::NormalZeroRow { std, row: row as usize }
+            }
+            (rule, _) => rule,
+        }
+    })
+}
+
+/// transformers' `LlamaPreTrainedModel` initialisation (norms one).
+pub fn llama_rule(config: &crate::LlamaConfig) -> InitFn {
+    let c = config.clone();
+    decoder_rule(move |name| c.init_for(name), config.pad_token_id)
+}
+
+/// transformers' `Gemma3PreTrainedModel` initialisation: norm weights zero,
+/// since the model applies them as `1 + w`.
+pub fn gemma3_rule(config: &crate::Gemma3Config) -> InitFn {
+    let c = config.clone();
+    decoder_rule(move |name| c.init_for(name), config.pad_token_id)
 }

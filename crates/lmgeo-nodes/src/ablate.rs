@@ -245,7 +245,7 @@ impl Node for Ablate {
         if text_ids.is_empty() {
             return Err(NodeError::msg(format!("no selections at layer {layer}")));
         }
-        let loaded = self.choice(p).load()?;
+        let loaded = self.choice(p).load(&|m| ctx.progress(0, None, m))?;
         let tokenization = Tokenization::from(p);
         let causal = loaded.model.info().causal;
         let request = ForwardRequest {

