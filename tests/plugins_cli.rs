@@ -367,9 +367,15 @@ unit = "KiB"
 }
 
 /// A failing (or not) shell plugin reading one embedding table and
-/// promising a table with `text_id` and a float `score`.
+/// promising a table with `text_id` and a float `score`; no `timeout` line
+/// when `timeout` is empty.
 fn shell_plugin(plugins: &Path, name: &str, script: &str, timeout: &str) {
     let dir = plugins.join(name);
+    let timeout = if timeout.is_empty() {
+        String::new()
+    } else {
+        format!("timeout = {timeout}")
+    };
     write_executable(&dir.join("run.sh"), &format!("#!/bin/sh\n{script}\n"));
     std::fs::write(
         dir.join("plugin.toml"),
@@ -378,7 +384,7 @@ fn shell_plugin(plugins: &Path, name: &str, script: &str, timeout: &str) {
 name = "{name}"
 version = "1"
 command = ["./run.sh"]
-timeout = {timeout}
+{timeout}
 [inputs.embeddings]
 [outputs.per_text]
 columns = {{ text_id = "string", score = "float" }}
@@ -414,6 +420,8 @@ fn every_plugin_failure_is_named_and_leaves_nothing_in_the_store() {
         "sleep 300 &\necho $! > ./child.pid\nwait",
         "1",
     );
+    // No timeout of its own: LMGEO_PLUGIN_TIMEOUT applies.
+    shell_plugin(&plugins, "drowsy", "sleep 300", "");
     shell_plugin(&plugins, "silent", "exit 0", "30");
     shell_plugin(
         &plugins,
@@ -444,7 +452,7 @@ fn every_plugin_failure_is_named_and_leaves_nothing_in_the_store() {
     );
 
     let names = [
-        "crashy", "sleepy", "silent", "garbled", "short", "mistyped", "partial", "fine",
+        "crashy", "sleepy", "drowsy", "silent", "garbled", "short", "mistyped", "partial", "fine",
     ];
     let mut experiment =
         "name = \"failures\"\n[nodes.data]\nkind = \"synthetic_matrix\"\nrows = 4\ncols = 3\n"
@@ -460,14 +468,26 @@ fn every_plugin_failure_is_named_and_leaves_nothing_in_the_store() {
     let out = tmp.path().join("out");
 
     let started = Instant::now();
-    let run = run_with_plugins(&plugins, &file, &store, &out, &[]);
+    let run = Run {
+        output: lmgeo_with_plugins(&plugins)
+            .env("LMGEO_PLUGIN_TIMEOUT", "1")
+            .arg("--store")
+            .arg(&store)
+            .arg("run")
+            .arg(&file)
+            .arg("--json")
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap(),
+    };
     let elapsed = started.elapsed();
     assert_eq!(run.code(), Some(1), "{}", run.stderr());
     assert!(
         elapsed < Duration::from_secs(60),
         "a 1 s timeout took {elapsed:?}"
     );
-    assert_eq!(run.summary()["failed"], 7, "{}", run.stderr());
+    assert_eq!(run.summary()["failed"], 8, "{}", run.stderr());
     assert_eq!(with_status(&out, "ran"), ["data", "fine"]);
 
     let manifest = |name: &str| {
@@ -490,6 +510,13 @@ fn every_plugin_failure_is_named_and_leaves_nothing_in_the_store() {
             format!(
                 "{} timed out after 1 s and was killed with its process group",
                 manifest("sleepy")
+            ),
+        ),
+        (
+            "drowsy",
+            format!(
+                "{} timed out after 1 s and was killed with its process group",
+                manifest("drowsy")
             ),
         ),
         (
@@ -588,7 +615,7 @@ fn every_plugin_failure_is_named_and_leaves_nothing_in_the_store() {
         .unwrap();
     let plan = String::from_utf8_lossy(&plan.stdout);
     assert!(
-        plan.contains("9 nodes: 2 cached, 7 will run, 0 blocked"),
+        plan.contains("10 nodes: 2 cached, 8 will run, 0 blocked"),
         "{plan}"
     );
 }
