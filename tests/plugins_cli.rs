@@ -331,10 +331,29 @@ unit = "KiB"
 "#,
     )
     .unwrap();
-    let store = tmp.path().join("store");
+    // Relative store and output paths, as in everyday use: the plugin runs
+    // in its own folder and must still find its inputs.
+    let run = |extra: &[&str]| {
+        let output = lmgeo_with_plugins(&plugin)
+            .current_dir(tmp.path())
+            .args([
+                "--store",
+                "cache",
+                "run",
+                "sizes.toml",
+                "--json",
+                "--out",
+                "out",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        Run { output }
+    };
+    let store = tmp.path().join("cache");
     let out = tmp.path().join("out");
-    let run = run_with_plugins(&plugin, &file, &store, &out, &[]);
-    assert!(run.success(), "{}", run.stderr());
+    let first = run(&[]);
+    assert!(first.success(), "{}", first.stderr());
     let results = lmgeo_tables::read_records(&out.join("results.parquet")).unwrap();
     for (index, seed) in [1, 2, 3].iter().enumerate() {
         let blob = stored_output(&out, &store, &format!("data[seed={seed}]"), "embeddings");
@@ -355,7 +374,7 @@ unit = "KiB"
         );
     }
 
-    let bad_unit = run_with_plugins(&plugin, &file, &store, &out, &["--set", "size.unit=GiB"]);
+    let bad_unit = run(&["--set", "size.unit=GiB"]);
     assert_eq!(bad_unit.code(), Some(2));
     assert!(
         bad_unit.stderr().contains(

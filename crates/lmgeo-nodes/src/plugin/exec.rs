@@ -184,7 +184,9 @@ fn stderr_tail(path: &Path) -> String {
 /// to the engine, or fails with an error that names the plugin.
 pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
     let timeout = timeout_of(call)?;
-    let work = ctx.scratch_dir().to_path_buf();
+    // Every path handed over is absolute: a manifest plugin runs in its own
+    // folder, where a relative store path (`cache/...`) means nothing.
+    let work = std::path::absolute(ctx.scratch_dir())?;
     let out_dir = work.join("out");
     let tmp_dir = work.join("tmp");
     let inputs_dir = work.join("inputs");
@@ -205,7 +207,7 @@ pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError
                 })?;
                 converted
             } else {
-                artifact.path.clone()
+                std::path::absolute(&artifact.path)?
             };
             paths.push(path.display().to_string());
             values.push(json!({
