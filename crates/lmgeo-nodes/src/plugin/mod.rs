@@ -132,6 +132,23 @@ fn output_ports(outputs: &[OutputSpec]) -> Vec<OutputPort> {
         .collect()
 }
 
+/// `per_text(text_id: string, score: float); extra()`: the declared outputs
+/// in one line, for the key and for `explain`.
+fn describe_outputs(outputs: &[OutputSpec]) -> String {
+    outputs
+        .iter()
+        .map(|o| {
+            let columns: Vec<String> = o
+                .columns
+                .iter()
+                .map(|(name, ty)| format!("{name}: {ty}"))
+                .collect();
+            format!("{}({})", o.name, columns.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// A kind declared by a `plugin.toml`.
 pub struct ManifestKind {
     manifest: Arc<Manifest>,
@@ -251,6 +268,9 @@ impl NodeKind for ManifestKind {
             environment: vec![
                 ("plugin_version".into(), m.version.clone()),
                 ("plugin_command".into(), m.command.join(" ")),
+                // A changed promise about the outputs must be checked
+                // again, not answered from results made under the old one.
+                ("plugin_outputs".into(), describe_outputs(&m.outputs)),
             ],
         };
         let call = Call {
