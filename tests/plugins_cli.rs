@@ -588,11 +588,9 @@ fn every_plugin_failure_is_named_and_leaves_nothing_in_the_store() {
 
     // The timed-out plugin's own child was killed with it.
     let pid = std::fs::read_to_string(plugins.join("sleepy/child.pid")).unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    let state = stat.rsplit(')').next().unwrap_or("").trim().chars().next();
     assert!(
-        stat.is_empty() || state == Some('Z'),
-        "the plugin's child {} is still running: {stat}",
+        process_ended(&pid),
+        "the plugin's child {} is still running",
         pid.trim()
     );
 
@@ -907,5 +905,72 @@ fn plugin_parameters_are_checked_against_the_manifest_at_their_location() {
             "expected `{expected}` in:\n{stderr}"
         );
         assert!(!store.exists(), "a rejected experiment touched the store");
+    }
+}
+
+/// True once the process is gone (or a zombie nobody reaped yet).
+fn process_ended(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let state = stat.rsplit(')').next().unwrap_or("").trim().chars().next();
+    stat.is_empty() || state == Some('Z')
+}
+
+#[test]
+fn a_plugin_does_not_outlive_an_interrupted_lmgeo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("plugins");
+    // `exec`: the plugin's own process becomes the sleep.
+    shell_plugin(
+        &plugins,
+        "lingering",
+        "echo $$ > ./main.pid\nexec sleep 300",
+        "600",
+    );
+    let file = tmp.path().join("long.toml");
+    std::fs::write(
+        &file,
+        "name = \"long\"\n[nodes.data]\nkind = \"synthetic_matrix\"\n[nodes.wait]\nkind = \"lingering\"\ninputs = { embeddings = \"data.embeddings\" }\n",
+    )
+    .unwrap();
+    let mut child = lmgeo_with_plugins(&plugins)
+        .arg("--store")
+        .arg(tmp.path().join("store"))
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = plugins.join("lingering/main.pid");
+    let started = Instant::now();
+    let pid = loop {
+        if let Ok(pid) = std::fs::read_to_string(&pid_file)
+            && !pid.trim().is_empty()
+        {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the plugin never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!process_ended(&pid), "the plugin should be running");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(!child.wait().unwrap().success());
+    let started = Instant::now();
+    while !process_ended(&pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "plugin process {} outlived lmgeo",
+            pid.trim()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -286,7 +286,27 @@ pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
+        // Its own group, so a timeout can kill everything it started...
         command.process_group(0);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // ...which also keeps the terminal's Ctrl-C from reaching it, so it
+        // must not outlive lmgeo: it is killed when lmgeo dies.
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: prctl and getppid are async-signal-safe, as a pre_exec
+        // hook requires.
+        unsafe {
+            command.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent {
+                    // lmgeo died before the request to follow it was made.
+                    return Err(std::io::Error::other("lmgeo exited"));
+                }
+                Ok(())
+            });
+        }
     }
     let mut child = command.spawn().map_err(|e| {
         NodeError::msg(format!(
