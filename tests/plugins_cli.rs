@@ -974,3 +974,105 @@ fn a_plugin_does_not_outlive_an_interrupted_lmgeo() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The code blocks of a Markdown file with their language.
+fn code_blocks(markdown: &str) -> Vec<(String, String)> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.strip_prefix("```")) {
+            (None, Some(lang)) => current = Some((lang.trim().to_string(), String::new())),
+            (Some(_), Some(_)) => blocks.push(current.take().unwrap()),
+            (Some((_, text)), None) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_tutorial_in_docs_plugins_md_runs_as_written() {
+    let venv = example_venv();
+    let doc = std::fs::read_to_string(common::repo_root().join("docs/plugins.md")).unwrap();
+    let blocks = code_blocks(&doc);
+    let find = |lang: &str, start: &str| -> String {
+        blocks
+            .iter()
+            .find(|(l, text)| l == lang && text.starts_with(start))
+            .unwrap_or_else(|| panic!("no {lang} block starting with {start:?}"))
+            .1
+            .clone()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path();
+    let plugin = project.join("plugins/norms");
+    std::fs::create_dir_all(&plugin).unwrap();
+    std::fs::create_dir_all(project.join("experiments")).unwrap();
+    std::os::unix::fs::symlink(&venv, project.join("plugins/.venv")).unwrap();
+    let manifest = find("toml", "name = \"norms\"\nversion") + &find("toml", "[inputs.embeddings]");
+    std::fs::write(plugin.join("plugin.toml"), manifest).unwrap();
+    std::fs::write(plugin.join("probe.py"), find("python", "import json")).unwrap();
+    std::fs::write(
+        project.join("experiments/norms.toml"),
+        find("toml", "name = \"norms\"\n\n[grid]"),
+    )
+    .unwrap();
+
+    let run = || {
+        let output = common::lmgeo()
+            .current_dir(project)
+            .args(["run", "experiments/norms.toml", "--json"])
+            .output()
+            .unwrap();
+        Run { output }
+    };
+    let first = run();
+    assert!(first.success(), "{}", first.stderr());
+    assert_eq!(first.summary()["ran"], 6);
+    assert_eq!(run().summary()["cached"], 6);
+
+    // The metric is what the tutorial says: per layer, the mean over texts
+    // of each matrix's mean row norm.
+    let out = project.join("results/norms");
+    let store = project.join("cache");
+    let results = lmgeo_tables::read_records(&out.join("results.parquet")).unwrap();
+    for seed in [1, 2] {
+        let table = stored_output(&out, &store, &format!("data[seed={seed}]"), "embeddings");
+        for center in [false, true] {
+            let mut norms = Vec::new();
+            for m in EmbeddingReader::open(&table).unwrap() {
+                let m = m.unwrap();
+                let rows: Vec<Vec<f64>> = (0..m.rows)
+                    .map(|i| m.row(i).iter().map(|&v| f64::from(v)).collect())
+                    .collect();
+                let d = m.cols;
+                let mean: Vec<f64> = (0..d)
+                    .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / m.rows as f64)
+                    .collect();
+                let lengths: Vec<f64> = rows
+                    .iter()
+                    .map(|r| {
+                        r.iter()
+                            .zip(&mean)
+                            .map(|(v, mu)| if center { v - mu } else { *v })
+                            .map(|v| v * v)
+                            .sum::<f64>()
+                            .sqrt()
+                    })
+                    .collect();
+                norms.push(lengths.iter().sum::<f64>() / lengths.len() as f64);
+            }
+            let expected = norms.iter().sum::<f64>() / norms.len() as f64;
+            let node = format!("norms[seed={seed},center={center}]");
+            let got = results
+                .iter()
+                .find(|r| text(r, "node").as_deref() == Some(node.as_str()))
+                .and_then(|r| number(r, "value"))
+                .unwrap_or_else(|| panic!("no row for {node}"));
+            assert!((got - expected).abs() < 1e-9, "{node}: {got} vs {expected}");
+        }
+    }
+}
