@@ -560,6 +560,116 @@ pub fn discover(registry: &mut Registry) -> Result<Vec<PathBuf>, PluginError> {
 mod tests {
     use super::*;
 
+    /// Parameters as an experiment would hand them over, with locations.
+    fn params(text: &str) -> SValue {
+        let doc = toml::de::DeTable::parse(text).unwrap();
+        SValue::from_toml_document(doc.get_ref(), doc.span()).unwrap()
+    }
+
+    fn kind() -> (tempfile::TempDir, ManifestKind) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("probe.py"), "").unwrap();
+        let path = dir.path().join("plugin.toml");
+        std::fs::write(
+            &path,
+            r#"
+name = "p"
+version = "2"
+command = ["python3", "probe.py"]
+[inputs.embeddings]
+[outputs.per_text]
+columns = { text_id = "string" }
+[params.k]
+type = "int"
+doc = "how many"
+[params.layers]
+type = "int[]"
+default = []
+[params.scale]
+type = "float"
+default = 1
+"#,
+        )
+        .unwrap();
+        let manifest = Manifest::load(&path).unwrap();
+        (dir, ManifestKind::new(manifest))
+    }
+
+    #[test]
+    fn manifest_kinds_fill_defaults_and_key_the_script() {
+        let (dir, kind) = kind();
+        let configured = kind.configure(&params("k = 3\n")).unwrap();
+        assert_eq!(
+            configured.params,
+            serde_json::json!({ "k": 3, "layers": [], "scale": 1.0 })
+        );
+        let files: Vec<&Path> = configured
+            .interface
+            .files
+            .iter()
+            .map(|f| f.path.as_path())
+            .collect();
+        assert_eq!(files, [dir.path().join("probe.py")]);
+        assert!(
+            configured
+                .interface
+                .environment
+                .contains(&("plugin_version".to_string(), "2".to_string()))
+        );
+        assert_eq!(configured.interface.inputs[0].name, "embeddings");
+        assert!(configured.interface.outputs[0].publish);
+    }
+
+    #[test]
+    fn manifest_parameter_errors_point_at_the_value() {
+        let (_dir, kind) = kind();
+        let text = "k = 3\nlayers = [1, \"two\"]\n";
+        let Err(ConfigureError::Value(e)) = kind.configure(&params(text)) else {
+            panic!("expected a located error");
+        };
+        assert_eq!(
+            e.message,
+            "`layers` element 2 must be an integer, found a string"
+        );
+        assert_eq!(&text[e.origin.unwrap().span().unwrap()], "\"two\"");
+
+        let text = "k = 3\nskale = 2\n";
+        let Err(ConfigureError::Value(e)) = kind.configure(&params(text)) else {
+            panic!("expected a located error");
+        };
+        assert!(
+            e.message
+                .starts_with("unknown parameter `skale`; did you mean `scale`?"),
+            "{}",
+            e.message
+        );
+        assert_eq!(&text[e.origin.unwrap().span().unwrap()], "skale");
+
+        let Err(ConfigureError::Param(e)) = kind.configure(&params("scale = 2\n")) else {
+            panic!("expected a missing-parameter error");
+        };
+        assert_eq!(e.message, "missing parameter `k` (int): how many");
+    }
+
+    #[test]
+    fn command_nodes_reject_a_metrics_output_and_keep_timeouts_out_of_the_key() {
+        let parsed: CommandParams = lmgeo_dag::value::deserialize(&params(
+            "command = [\"sh\", \"x.sh\"]\ntimeout = 5\noutputs.metrics = {}\n",
+        ))
+        .unwrap();
+        let e = CommandKind.interface(&parsed).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("outputs"));
+        assert!(e.message.contains("declares `metrics`"), "{}", e.message);
+
+        let parsed: CommandParams = lmgeo_dag::value::deserialize(&params(
+            "command = [\"sh\", \"x.sh\"]\ntimeout = 5\nversion = 3\n",
+        ))
+        .unwrap();
+        assert_eq!(parsed.version, "3");
+        let canonical = serde_json::to_value(&parsed).unwrap();
+        assert!(canonical.get("timeout").is_none(), "{canonical}");
+    }
+
     #[test]
     fn command_files_are_the_scripts_not_the_interpreter() {
         let dir = tempfile::tempdir().unwrap();
