@@ -145,18 +145,22 @@ fn mean_pairwise_cosine(rows: &[Vec<f64>], center: bool) -> f64 {
 }
 
 /// The example's venv (examples/plugins/.venv), made or reused by its own
-/// setup script.
+/// setup script, once per test process (tests run on parallel threads).
 fn example_venv() -> PathBuf {
-    let root = common::repo_root();
-    let status = Command::new("bash")
-        .arg(root.join("examples/plugins/setup-venv.sh"))
-        .status()
-        .expect("bash runs");
-    assert!(
-        status.success(),
-        "examples/plugins/setup-venv.sh failed (it needs python3 with venv and pip, and PyPI)"
-    );
-    root.join("examples/plugins/.venv")
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let root = common::repo_root();
+        let status = Command::new("bash")
+            .arg(root.join("examples/plugins/setup-venv.sh"))
+            .status()
+            .expect("bash runs");
+        assert!(
+            status.success(),
+            "examples/plugins/setup-venv.sh failed (it needs python3 with venv and pip, and PyPI)"
+        );
+        root.join("examples/plugins/.venv")
+    })
+    .clone()
 }
 
 const EXTRACT_AND_PROBE: &str = r#"
@@ -306,6 +310,29 @@ fn python_plugin_over_extracted_embeddings_is_swept_cached_and_rerun_when_edited
         ["aniso[center=false]", "aniso[center=true]"]
     );
     assert_eq!(third.summary()["cached"], 3);
+
+    // So does a new declared version, and `plan` says why.
+    let manifest = plugin.join("plugin.toml");
+    let declared = std::fs::read_to_string(&manifest).unwrap();
+    assert!(declared.contains("version = \"1.0.0\""));
+    std::fs::write(
+        &manifest,
+        declared.replace("version = \"1.0.0\"", "version = \"1.0.1\""),
+    )
+    .unwrap();
+    let plan = lmgeo_with_plugins(&plugins)
+        .arg("--store")
+        .arg(&store)
+        .arg("plan")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("environment `plugin_version` changed: 1.0.0 → 1.0.1"),
+        "{plan}"
+    );
+    assert!(plan.contains("5 nodes: 3 cached, 2 will run"), "{plan}");
 }
 
 #[test]

@@ -157,6 +157,8 @@ pub struct ManifestKind {
 }
 
 impl ManifestKind {
+    /// The kind a checked manifest declares; register it with
+    /// [`Registry::register_dyn`] (what [`discover`] does).
     pub fn new(manifest: Manifest) -> Self {
         let summary = format!(
             "{}{}[plugin {}, {}]",
@@ -173,6 +175,7 @@ impl ManifestKind {
         }
     }
 
+    /// The manifest this kind was made from.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
