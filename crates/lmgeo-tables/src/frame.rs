@@ -191,6 +191,52 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame, TableError> {
     Ok(ParquetReader::new(file).finish()?)
 }
 
+/// Reads a tidy Parquet table back as records (the inverse of
+/// [`frame_from_records`]): integers of any width come back as
+/// [`Cell::Int`], floats as [`Cell::Float`], missing values as
+/// [`Cell::Null`]. A column of any other type (lists, dates, binary) is an
+/// error naming it, since a record holds only scalars.
+pub fn read_records(path: &Path) -> Result<Vec<Record>, TableError> {
+    let frame = read_parquet(path)?;
+    let height = frame.height();
+    let mut columns: Vec<(String, Vec<Cell>)> = Vec::with_capacity(frame.width());
+    for column in frame.columns() {
+        let name = column.name().to_string();
+        let dtype = column.dtype().clone();
+        let cells: Vec<Cell> = if dtype.is_integer() {
+            let cast = column.cast(&DataType::Int64)?;
+            cast.i64()?.iter().map(Cell::from).collect()
+        } else if dtype.is_float() {
+            let cast = column.cast(&DataType::Float64)?;
+            cast.f64()?.iter().map(Cell::from).collect()
+        } else if dtype == DataType::String {
+            column
+                .str()?
+                .iter()
+                .map(|v| v.map_or(Cell::Null, |s| Cell::Str(s.to_string())))
+                .collect()
+        } else if dtype == DataType::Boolean {
+            column.bool()?.iter().map(Cell::from).collect()
+        } else if dtype == DataType::Null {
+            vec![Cell::Null; height]
+        } else {
+            return Err(TableError::Invalid(format!(
+                "{}: column `{name}` has type {dtype}; only text, numbers and booleans can be read as records",
+                path.display()
+            )));
+        };
+        columns.push((name, cells));
+    }
+    Ok((0..height)
+        .map(|row| {
+            columns
+                .iter()
+                .map(|(name, cells)| (name.clone(), cells[row].clone()))
+                .collect()
+        })
+        .collect())
+}
+
 /// A column type for [`set_column_type`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColumnKind {
@@ -288,6 +334,37 @@ mod tests {
             .iter()
             .collect();
         assert_eq!(layers, [Some(3), None, None]);
+    }
+
+    #[test]
+    fn records_come_back_from_parquet_with_their_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = vec![
+            vec![
+                ("metric".into(), Cell::from("a")),
+                ("value".into(), Cell::Float(1.5)),
+                ("layer".into(), Cell::Int(3)),
+                ("ok".into(), Cell::Bool(true)),
+            ],
+            vec![
+                ("metric".into(), Cell::from("b")),
+                ("value".into(), Cell::Float(-2.0)),
+            ],
+        ];
+        let path = dir.path().join("r.parquet");
+        write_parquet(&mut frame_from_records(&records).unwrap(), &path).unwrap();
+        let back = read_records(&path).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0], records[0]);
+        assert_eq!(
+            back[1],
+            vec![
+                ("metric".to_string(), Cell::from("b")),
+                ("value".to_string(), Cell::Float(-2.0)),
+                ("layer".to_string(), Cell::Null),
+                ("ok".to_string(), Cell::Null),
+            ]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod embeddings;
 pub mod frame;
+pub mod inspect;
 pub mod results;
 
 pub use polars::prelude::DataFrame;
@@ -19,8 +20,9 @@ pub use attention::{AttentionReader, AttentionRow, AttentionWriter};
 pub use embeddings::{EmbeddingReader, EmbeddingWriter, MatrixRows, TextMatrix};
 pub use frame::{
     Cell, ColumnKind, Record, filter_equal, format_frame, frame_from_records, read_parquet,
-    set_column_type, write_csv, write_parquet,
+    read_records, set_column_type, write_csv, write_parquet,
 };
+pub use inspect::{ColumnClass, ColumnInfo, TableInfo, parquet_info};
 pub use results::{ResultRow, results_frame};
 
 #[derive(Debug, thiserror::Error)]
