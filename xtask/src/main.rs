@@ -71,11 +71,22 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
             let names: Vec<String> = if args.len() > 1 {
                 args[1..].to_vec()
             } else {
-                ["minilm-l6", "smollm2-135m", "gemma3-270m"].iter().map(|s| s.to_string()).collect()
+                ["minilm-l6", "smollm2-135m", "gemma3-270m"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
             };
             for name in names {
                 let status = cargo()
-                    .args(["run", "--quiet", "--package", "lmgeo-models", "--example", "fetch_model", "--"])
+                    .args([
+                        "run",
+                        "--quiet",
+                        "--package",
+                        "lmgeo-models",
+                        "--example",
+                        "fetch_model",
+                        "--",
+                    ])
                     .arg(&name)
                     .status()?;
                 if !status.success() {

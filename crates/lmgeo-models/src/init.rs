@@ -219,7 +219,10 @@ pub fn bert_rule(config: &BertConfig) -> InitFn {
 /// A decoder rule from the model's own init hints, plus the one thing a
 /// candle `Init` cannot say: transformers zeroes the embedding row of the
 /// padding token.
-fn decoder_rule(hint: impl Fn(&str) -> candle_nn::Init + Send + Sync + 'static, pad: Option<u32>) -> InitFn {
+fn decoder_rule(
+    hint: impl Fn(&str) -> candle_nn::Init + Send + Sync + 'static,
+    pad: Option<u32>,
+) -> InitFn {
     Box::new(move |name: &str, _shape: &[usize]| {
         let rule = match hint(name) {
             candle_nn::Init::Const(v) if v == 0.0 => InitRule::Zeros,
@@ -229,7 +232,10 @@ fn decoder_rule(hint: impl Fn(&str) -> candle_nn::Init + Send + Sync + 'static, 
         };
         match (rule, pad) {
             (InitRule::Normal { std }, Some(row)) if name.ends_with("embed_tokens.weight") => {
-                InitRule::NormalZeroRow { std, row: row as usize }
+                InitRule::NormalZeroRow {
+                    std,
+                    row: row as usize,
+                }
             }
             (rule, _) => rule,
         }

@@ -9,7 +9,10 @@ use crate::gguf_tokenizer::GgufTokenizer;
 use crate::init::{gemma3_rule, llama_rule, random_var_builder};
 use crate::registry::{FetchProgress, ensure_model};
 use crate::source::{HubOptions, ModelSource, fetch_hub_folder};
-use crate::{Gemma3, Gemma3Config, LanguageModel, Llama, LlamaConfig, ModelError, TextTokenizer, Weights, load_hf_folder};
+use crate::{
+    Gemma3, Gemma3Config, LanguageModel, Llama, LlamaConfig, ModelError, TextTokenizer, Weights,
+    load_hf_folder,
+};
 
 /// A loaded model with the tokenizer that goes with it.
 pub struct LoadedModel {
@@ -29,7 +32,8 @@ pub fn load_model(
     let (model, tokenizer) = match source {
         ModelSource::Local(path) => load_path(path, weights)?,
         ModelSource::Hub { repo, revision } => {
-            let dir = fetch_hub_folder(repo, revision.as_deref(), weights, &HubOptions::from_env())?;
+            let dir =
+                fetch_hub_folder(repo, revision.as_deref(), weights, &HubOptions::from_env())?;
             load_hf_folder(&dir, weights)?
         }
         ModelSource::Registry(name) => {
@@ -89,17 +93,29 @@ pub fn load_gguf(
     let tokenizer: Box<dyn TextTokenizer> = Box::new(GgufTokenizer::from_gguf(&file)?);
     let name = path.display().to_string();
     let model: Box<dyn LanguageModel> = match (file.architecture()?, weights) {
-        ("llama", Weights::Pretrained) => Box::new(Llama::from_gguf(path, &LoadOptions::default())?),
+        ("llama", Weights::Pretrained) => {
+            Box::new(Llama::from_gguf(path, &LoadOptions::default())?)
+        }
         ("llama", Weights::Random { seed }) => {
             let config = LlamaConfig::from_gguf(&file)?;
             let vb = random_var_builder(seed, DType::F32, &Device::Cpu, llama_rule(&config));
-            Box::new(Llama::load(vb, config, &format!("{name} (random init, seed {seed})"))?)
+            Box::new(Llama::load(
+                vb,
+                config,
+                &format!("{name} (random init, seed {seed})"),
+            )?)
         }
-        ("gemma3", Weights::Pretrained) => Box::new(Gemma3::from_gguf(path, &LoadOptions::default())?),
+        ("gemma3", Weights::Pretrained) => {
+            Box::new(Gemma3::from_gguf(path, &LoadOptions::default())?)
+        }
         ("gemma3", Weights::Random { seed }) => {
             let config = Gemma3Config::from_gguf(&file)?;
             let vb = random_var_builder(seed, DType::F32, &Device::Cpu, gemma3_rule(&config));
-            Box::new(Gemma3::load(vb, config, &format!("{name} (random init, seed {seed})"))?)
+            Box::new(Gemma3::load(
+                vb,
+                config,
+                &format!("{name} (random init, seed {seed})"),
+            )?)
         }
         (other, _) => {
             return Err(ModelError::Unsupported(format!(

@@ -132,10 +132,17 @@ impl ModelChoice {
             lmgeo_models::FetchProgress::Extracting { file, .. } => {
                 status(&format!("unpacking {}", file.display()));
             }
-            lmgeo_models::FetchProgress::Verifying { file } => status(&format!("verifying {}", file.display())),
+            lmgeo_models::FetchProgress::Verifying { file } => {
+                status(&format!("verifying {}", file.display()))
+            }
             _ => {}
         };
-        Ok(lmgeo_models::load_model(&source, self.weights(), &models_dir(), &report)?)
+        Ok(lmgeo_models::load_model(
+            &source,
+            self.weights(),
+            &models_dir(),
+            &report,
+        )?)
     }
 }
 
