@@ -113,10 +113,20 @@ pub fn collect_results(
                         .to_string(),
                 );
                 if output.name == "section" {
-                    let section: lmgeo_report::Section =
+                    let mut section: lmgeo_report::Section =
                         serde_json::from_slice(&std::fs::read(&target)?).with_context(|| {
                             format!("reading the report section of `{}`", instance.id)
                         })?;
+                    // Several instances of one node publish one section
+                    // each: say which one this is.
+                    if !instance.coords.is_empty() {
+                        let coords: Vec<String> = instance
+                            .coords
+                            .iter()
+                            .map(|(a, v)| format!("{a}={v}"))
+                            .collect();
+                        section.title = format!("{} ({})", section.title, coords.join(", "));
+                    }
                     sections.push(section);
                 }
             }

@@ -98,6 +98,10 @@ struct TextGain {
     relative_difference: f64,
     gain: f64,
     curve: Vec<f64>,
+    /// Under full-sequence centring: the ridge objective at the exact
+    /// linear combination that rebuilds the last token from the others,
+    /// sigma^2 sum (|c_i| / |c_last|)^2, an upper bound of its variance.
+    trap_bound: Option<f64>,
 }
 
 fn rows_of(m: &TextMatrix, range: std::ops::Range<usize>) -> Mat<f64> {
@@ -109,7 +113,8 @@ fn rows_of(m: &TextMatrix, range: std::ops::Range<usize>) -> Mat<f64> {
 impl Node for InfoGain {
     type Params = InfoGainParams;
     const KIND: &'static str = "info_gain";
-    const VERSION: u32 = 1;
+    // 3: the report section checks the centring trap's bound.
+    const VERSION: u32 = 3;
     const SUMMARY: &'static str =
         "GP information gain of a new token, GP = ridge check, gain per position";
 
@@ -152,6 +157,7 @@ impl Node for InfoGain {
                         ),
                     )
                 })?;
+            let mut trap_bound = None;
             let context = rows_of(m, 0..position);
             let new: Vec<f64> = m.row(position).iter().map(|v| f64::from(*v)).collect();
             let (context, new) = match p.preprocess {
@@ -168,6 +174,23 @@ impl Node for InfoGain {
                 }
                 GainPreprocess::CenterL2 => {
                     let all = rows_of(m, 0..position + 1);
+                    let means: Vec<f64> = (0..all.ncols())
+                        .map(|j| {
+                            (0..all.nrows()).map(|i| all[(i, j)]).sum::<f64>() / all.nrows() as f64
+                        })
+                        .collect();
+                    let norm = |i: usize| -> f64 {
+                        (0..all.ncols())
+                            .map(|j| (all[(i, j)] - means[j]).powi(2))
+                            .sum::<f64>()
+                            .sqrt()
+                    };
+                    let last = norm(position);
+                    trap_bound = Some(
+                        p.sigma
+                            * p.sigma
+                            * (0..position).map(|i| (norm(i) / last).powi(2)).sum::<f64>(),
+                    );
                     let all = preprocess(all.as_ref(), Preprocess::CenterL2)
                         .map_err(|e| on_matrix(m, e))?;
                     let c = Mat::from_fn(position, all.ncols(), |i, j| all[(i, j)]);
@@ -200,6 +223,7 @@ impl Node for InfoGain {
                 relative_difference: report.relative_difference,
                 gain: report.information_gain,
                 curve,
+                trap_bound,
             })
         })?;
         if results.is_empty() {
@@ -233,6 +257,17 @@ impl Node for InfoGain {
                 .entry((r.layer, "posterior_variance".into()))
                 .or_default()
                 .push(r.s2_ridge);
+            if let Some(bound) = r.trap_bound {
+                by_layer
+                    .entry((r.layer, "centring_bound".into()))
+                    .or_default()
+                    .push(bound);
+                let within = r.s2_ridge <= bound * (1.0 + 1e-9);
+                by_layer
+                    .entry((r.layer, "within_centring_bound".into()))
+                    .or_default()
+                    .push(f64::from(u8::from(within)));
+            }
             let worst = worst_difference.entry(r.layer).or_insert(0.0);
             *worst = worst.max(r.relative_difference);
             for (i, gain) in r.curve.iter().enumerate() {
@@ -352,6 +387,9 @@ fn gain_section(
             (f64::from(*l), mean, mean - sem, mean + sem)
         })
         .collect();
+    if p.preprocess == GainPreprocess::CenterL2 {
+        return centring_trap_section(p, by_layer);
+    }
     let mut section = Section::new(
         "Information gain of the last token, and the GP = ridge identity",
         "The Gaussian-process information gain of a new token given its context is governed by a ridge regression of the token on the context: the posterior variance equals the ridge optimum (Tan et al., §4).",
@@ -401,6 +439,63 @@ fn gain_section(
         ));
     }
     section
+}
+
+/// With full-sequence centring the last token is minus the sum of the
+/// others, so its posterior variance cannot exceed the ridge objective at
+/// that exact combination: sigma^2 sum (|c_i| / |c_last|)^2. The gain is
+/// then set by sigma and the norms, not by what the token adds.
+fn centring_trap_section(
+    p: &InfoGainParams,
+    by_layer: &BTreeMap<(i32, String), Vec<f64>>,
+) -> lmgeo_report::Section {
+    use lmgeo_report::{Section, Table, Verdict};
+    let stat = |layer: i32, metric: &str| {
+        by_layer
+            .get(&(layer, metric.to_string()))
+            .map(|v| crate::common::mean_sem(v).0)
+    };
+    let layers: Vec<i32> = by_layer
+        .keys()
+        .filter(|(_, m)| m == "posterior_variance")
+        .map(|(l, _)| *l)
+        .collect();
+    let within: Vec<f64> = by_layer
+        .iter()
+        .filter(|((_, m), _)| m == "within_centring_bound")
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect();
+    let held = within.iter().filter(|w| **w == 1.0).count();
+    let verdict = if within.is_empty() {
+        Verdict::Inconclusive
+    } else if held == within.len() {
+        Verdict::Supported
+    } else {
+        Verdict::NotSupported
+    };
+    Section::new(
+        "The centring trap: full-sequence centring makes the gain an artefact",
+        "Centring the hidden states with the mean of all tokens puts the last token in the span of its context, so its posterior variance is bounded by sigma^2 times a sum of norm ratios: an artefact of sigma, not information (method.md §3; why lmgeo centres with the context's own mean or not at all).",
+        verdict,
+        format!(
+            "For {held} of {} (text, layer) pairs the last token's posterior variance is within the bound sigma^2 sum (|c_i|/|c_last|)^2 (sigma = {}).",
+            within.len(),
+            p.sigma
+        ),
+    )
+    .table(Table {
+        columns: vec!["layer".into(), "mean posterior variance".into(), "mean bound".into()],
+        rows: layers
+            .iter()
+            .map(|l| {
+                vec![
+                    l.to_string(),
+                    format!("{:.3e}", stat(*l, "posterior_variance").unwrap_or(f64::NAN)),
+                    format!("{:.3e}", stat(*l, "centring_bound").unwrap_or(f64::NAN)),
+                ]
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]
