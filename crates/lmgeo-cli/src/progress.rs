@@ -66,11 +66,11 @@ impl Observer for ProgressObserver {
         }
         let bars = self.bars.lock().expect("not poisoned");
         if let Some(bar) = bars.get(&progress.node) {
-            if let Some(total) = progress.total {
-                if bar.length() != Some(total) {
-                    bar.set_style(Self::bar_style());
-                    bar.set_length(total);
-                }
+            if let Some(total) = progress.total
+                && bar.length() != Some(total)
+            {
+                bar.set_style(Self::bar_style());
+                bar.set_length(total);
             }
             bar.set_position(progress.done);
             bar.set_message(progress.unit.clone());
@@ -89,9 +89,8 @@ impl Observer for ProgressObserver {
             Status::Blocked { upstream } => format!("- {instance}: blocked by {upstream}"),
             Status::Skipped => return,
         };
-        match bar {
-            Some(bar) => bar.finish_and_clear(),
-            None => {}
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
         }
         let _ = self.multi.println(line);
     }

@@ -322,25 +322,14 @@ impl GptNeoX {
         self
     }
 
-    /// cos and sin tables `(n, rotary_ndims / 2)`, computed in f32 the way
-    /// transformers does so that long positions round alike.
+    /// cos and sin tables `(n, rotary_ndims / 2)`: the rotated slice of a
+    /// head is an ordinary rotary head of `rotary_ndims` dimensions.
     fn rotary_tables(&self, n: usize) -> (Vec<f32>, Vec<f32>) {
-        let rot = self.config.rotary_ndims();
-        let half = rot / 2;
-        let base = self.config.rotary_emb_base as f32;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|j| 1.0f32 / base.powf((2 * j) as f32 / rot as f32))
-            .collect();
-        let mut cos = Vec::with_capacity(n * half);
-        let mut sin = Vec::with_capacity(n * half);
-        for p in 0..n {
-            for &f in &inv_freq {
-                let angle = p as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        (cos, sin)
+        crate::decoder_ops::rotary_tables(
+            n,
+            self.config.rotary_ndims(),
+            self.config.rotary_emb_base,
+        )
     }
 
     fn block_forward(

@@ -225,7 +225,7 @@ fn decoder_rule(
 ) -> InitFn {
     Box::new(move |name: &str, _shape: &[usize]| {
         let rule = match hint(name) {
-            candle_nn::Init::Const(v) if v == 0.0 => InitRule::Zeros,
+            candle_nn::Init::Const(0.0) => InitRule::Zeros,
             candle_nn::Init::Const(_) => InitRule::Ones,
             candle_nn::Init::Randn { stdev, .. } => InitRule::Normal { std: stdev },
             _ => InitRule::Normal { std: 0.02 },

