@@ -25,7 +25,8 @@ tests read exactly the matrices used here. Files written:
   lasso.json      sklearn.linear_model.Lasso(fit_intercept=False) with
                   precompute False and True, and sklearn lasso_path
   attention.json  scipy.stats.spearmanr / kendalltau (tau-b), top-k sets by a
-                  stable numpy argsort, numpy.linalg.lstsq residuals
+                  stable numpy argsort (Lasso's zeros by residual correlation),
+                  numpy.linalg.lstsq residuals
   distance.json   scipy.spatial.distance.cosine, Frobenius of dense
                   covariances, Bures via scipy.linalg.sqrtm, via eigh and via
                   the nuclear norm of A B^T (numpy.linalg.norm 'nuc'),
@@ -242,6 +243,16 @@ def stable_top(values, k):
     return [int(i) for i in np.argsort(-np.asarray(values), kind="stable")[:k]]
 
 
+def lasso_top(context, y, coef, k):
+    """Lasso's top-k: non-zero coefficients by |coef|, then the zero ones by
+    |c_i . (y - C^T coef)|, the residual correlation that decides which token
+    enters the support next as alpha decreases; ties by index."""
+    correlation = np.abs(context @ (y - context.T @ coef))
+    support = [i for i in np.argsort(-np.abs(coef), kind="stable") if coef[i] != 0.0]
+    zeros = [i for i in np.argsort(-correlation, kind="stable") if coef[i] == 0.0]
+    return [int(i) for i in (support + zeros)[:k]]
+
+
 def attention_fixture(mats, rng):
     cases = []
     k_max = 6
@@ -258,7 +269,7 @@ def attention_fixture(mats, rng):
         tau = scipy.stats.kendalltau(attention, magnitude, variant="b").statistic
         top = []
         for k in range(1, min(k_max, t) + 1):
-            a, l = stable_top(attention, k), stable_top(magnitude, k)
+            a, l = stable_top(attention, k), lasso_top(context, y, coef, k)
             inter = len(set(a) & set(l))
             union = len(set(a) | set(l))
 

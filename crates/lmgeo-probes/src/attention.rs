@@ -12,7 +12,7 @@ use faer::{Mat, MatRef};
 use crate::checks;
 use crate::error::{ProbeError, Result};
 use crate::kernels::{dot, robust_norm};
-use crate::lasso::rank_by_magnitude;
+use crate::lasso::token_ranking_unchecked;
 
 /// How per-head attention probabilities become one weight per token
 /// (method.md section 4: mean by default; per-head analysis is the caller
@@ -77,9 +77,12 @@ pub struct AttentionComparison {
     /// Kendall's tau-b of attention and `|coef|`; `None` when either vector
     /// is constant.
     pub kendall_tau_b: Option<f64>,
-    /// Number of non-zero Lasso coefficients: beyond it the Lasso top-k is
-    /// filled with zero-coefficient tokens in index order.
+    /// Number of non-zero Lasso coefficients: beyond it the Lasso top-k
+    /// continues with the zero-coefficient tokens closest to entering the
+    /// support (see [`crate::lasso::token_ranking`]).
     pub lasso_nonzero: usize,
+    /// Every context token in Lasso's order ([`crate::lasso::token_ranking`]).
+    pub lasso_order: Vec<usize>,
 }
 
 /// Compares attention weights and Lasso coefficients over the rows of
@@ -119,7 +122,7 @@ pub fn compare(
         ));
     }
     let attention_order = rank_by_value(attention);
-    let lasso_order = rank_by_magnitude(coef);
+    let lasso_order = token_ranking_unchecked(context, new, coef);
     let magnitudes: Vec<f64> = coef.iter().map(|c| c.abs()).collect();
 
     let mut top_k = Vec::with_capacity(k_max);
@@ -143,6 +146,7 @@ pub fn compare(
         spearman: spearman_unchecked(attention, &magnitudes),
         kendall_tau_b: kendall_tau_b_unchecked(attention, &magnitudes),
         lasso_nonzero: coef.iter().filter(|c| **c != 0.0).count(),
+        lasso_order,
     })
 }
 

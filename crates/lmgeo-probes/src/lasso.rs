@@ -126,6 +126,49 @@ pub(crate) fn rank_by_magnitude(values: &[f64]) -> Vec<usize> {
     idx
 }
 
+/// Context tokens in the order "top-k by Lasso" takes them: the non-zero
+/// coefficients by decreasing `|beta_i|`, then the zero ones by decreasing
+/// `|c_i . (z - C^T beta)|`.
+///
+/// A zero coefficient's residual correlation is what the penalty holds at
+/// or below `d alpha`; the largest one is the token that enters the support
+/// first as alpha decreases. Ranking zeros by it lets a top-k larger than
+/// the support continue with the tokens the Lasso was closest to choosing,
+/// instead of the earliest positions (which index order would give, and
+/// which are exactly where attention sinks sit). Ties keep index order.
+///
+/// `context` is t x d, `new` has length d, `coef` length t. Errors on
+/// mismatched shapes or non-finite values.
+pub fn token_ranking(context: MatRef<'_, f64>, new: &[f64], coef: &[f64]) -> Result<Vec<usize>> {
+    checks::data_matrix("context", context)?;
+    checks::same_len(
+        "new token length (= context columns)",
+        context.ncols(),
+        new.len(),
+    )?;
+    checks::same_len("coefficients (= context rows)", context.nrows(), coef.len())?;
+    checks::finite_vector("new token", new)?;
+    checks::finite_vector("coefficients", coef)?;
+    Ok(token_ranking_unchecked(context, new, coef))
+}
+
+pub(crate) fn token_ranking_unchecked(
+    context: MatRef<'_, f64>,
+    new: &[f64],
+    coef: &[f64],
+) -> Vec<usize> {
+    let correlation = gradient_at(context.transpose(), new, coef);
+    let mut idx: Vec<usize> = (0..coef.len()).collect();
+    // Stable sort: among equals, index order.
+    idx.sort_by(|&a, &b| match (coef[a] != 0.0, coef[b] != 0.0) {
+        (true, true) => coef[b].abs().total_cmp(&coef[a].abs()),
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        (false, false) => correlation[b].abs().total_cmp(&correlation[a].abs()),
+    });
+    idx
+}
+
 /// The data of a Lasso problem, prepared once and reusable along a path.
 struct Problem<'a> {
     /// Samples x features, column-major (columns contiguous).
@@ -703,5 +746,52 @@ mod tests {
             rank_features(&[0.5, -2.0, 0.0, 2.0, -0.5]).unwrap(),
             vec![1, 3, 0, 4, 2]
         );
+    }
+
+    /// With orthonormal context rows the Lasso is a soft threshold,
+    /// `beta_i = soft(c_i . z, d alpha)`, so a zero coefficient's token enters
+    /// the support at `alpha = |c_i . z| / d`: the zeros must follow
+    /// decreasing `|c_i . z|`, whatever their positions.
+    #[test]
+    fn zero_coefficients_rank_by_when_they_would_enter() {
+        let d = 8;
+        // Rows e_0..e_5 of the identity, scaled copies of z's coordinates.
+        let z = [0.05, 0.9, 0.2, 0.01, 0.6, 0.3, 0.0, 0.0];
+        let context = Mat::from_fn(6, d, |i, j| f64::from(u8::from(i == j)));
+        let alpha = 0.5 / d as f64; // keeps 0.9 and 0.6 only
+        let fit = lasso_tokens(
+            context.as_ref(),
+            &z,
+            &LassoOptions {
+                alpha,
+                tol: 1e-12,
+                ..LassoOptions::default()
+            },
+        )
+        .unwrap();
+        let support: Vec<usize> = (0..6).filter(|&i| fit.coef[i] != 0.0).collect();
+        assert_eq!(support, vec![1, 4]);
+        let order = token_ranking(context.as_ref(), &z, &fit.coef).unwrap();
+        // Support by |beta| (0.9 > 0.6), then zeros by |z_i|: 0.3, 0.2,
+        // 0.05, 0.01 -- not index order 0, 2, 3, 5.
+        assert_eq!(order, vec![1, 4, 5, 2, 0, 3]);
+        // And each of those zeros enters exactly where predicted: just
+        // below |z_i| / d it is non-zero, just above it is not.
+        for &i in &order[2..] {
+            let enter = z[i] / d as f64;
+            for (scale, nonzero) in [(0.99, true), (1.01, false)] {
+                let fit = lasso_tokens(
+                    context.as_ref(),
+                    &z,
+                    &LassoOptions {
+                        alpha: enter * scale,
+                        tol: 1e-12,
+                        ..LassoOptions::default()
+                    },
+                )
+                .unwrap();
+                assert_eq!(fit.coef[i] != 0.0, nonzero, "token {i} at {scale} x");
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use lmgeo_dag::{
     InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext,
 };
 use lmgeo_probes::attention::{HeadAggregation, aggregate_heads, compare};
-use lmgeo_probes::lasso::{LassoOptions, lasso_tokens, rank_features};
+use lmgeo_probes::lasso::{LassoOptions, lasso_tokens};
 use lmgeo_probes::preprocess::{Preprocess, preprocess};
 use lmgeo_tables::{AttentionReader, AttentionRow, Cell, Record};
 use serde::{Deserialize, Serialize};
@@ -90,7 +90,7 @@ struct TextResult {
 impl Node for LassoAttention {
     type Params = LassoAttentionParams;
     const KIND: &'static str = "lasso_attention";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "Lasso against attention at selecting the context tokens of the last token";
 
@@ -280,13 +280,13 @@ impl Node for LassoAttention {
                 .entry((r.layer, "lasso_nonzero"))
                 .or_default()
                 .push(r.comparison.lasso_nonzero as f64);
-            let lasso_order = rank_features(&r.coef).map_err(NodeError::msg)?;
+            let lasso_order = &r.comparison.lasso_order;
             let mut attention_order: Vec<usize> = (0..r.attention.len()).collect();
             attention_order.sort_by(|&a, &b| r.attention[b].total_cmp(&r.attention[a]));
             for (method, order, scores) in [
                 (
                     "lasso",
-                    &lasso_order,
+                    lasso_order,
                     r.coef.iter().map(|c| c.abs()).collect::<Vec<_>>(),
                 ),
                 ("attention", &attention_order, r.attention.clone()),
@@ -406,10 +406,34 @@ fn lasso_section(
     } else {
         Verdict::NotSupported
     };
-    let evidence = format!(
+    let at_deepest: Vec<&TextResult> = results.iter().filter(|r| r.layer == deepest).collect();
+    let mut support: Vec<usize> = at_deepest
+        .iter()
+        .map(|r| r.comparison.lasso_nonzero)
+        .collect();
+    support.sort_unstable();
+    let sink = at_deepest
+        .iter()
+        .filter(|r| {
+            let top = r
+                .attention
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)));
+            top.is_some_and(|(i, _)| i == 0)
+        })
+        .count();
+    let mut evidence = format!(
         "At layer {deepest}, the top-k sets of Lasso and attention have mean Jaccard overlap {mean_jaccard:.2} over k; over every layer, text and k, Lasso's tokens reconstruct the new token with a smaller residual than attention's in {:.0}% of cases.",
         fraction * 100.0
     );
+    if !support.is_empty() {
+        evidence.push_str(&format!(
+            " At that layer the Lasso keeps a median of {} tokens (beyond them its top-k continues with the tokens closest to entering), and attention's largest weight sits on the first position, the attention sink, in {sink} of {} texts.",
+            support[support.len() / 2],
+            support.len()
+        ));
+    }
     let mut section = Section::new(
         "Lasso against attention: which context tokens carry the new token?",
         "A Lasso regression of the new token on its context selects tokens that differ from those attention weights most, and its selection sometimes reconstructs the token better than attention's (Tan et al., §4).",
