@@ -545,18 +545,42 @@ fn stat_of(path: &Path, meta: &fs::Metadata) -> StatRecord {
     }
 }
 
-/// blake3 digest and size of a file, memory-mapped and multi-threaded for
-/// large files.
+/// blake3 digest and size of a file.
+///
+/// Read in fixed-size pieces, each hashed on all cores, rather than
+/// memory-mapped: a mapped multi-gigabyte output (every layer of a model
+/// over a corpus) would count its resident pages towards the run's memory,
+/// while buffered reads keep it at one buffer.
 pub fn hash_file(path: &Path) -> Result<(String, u64), StoreError> {
-    let size = fs::metadata(path).map_err(io_at(path))?.len();
+    const PIECE: usize = 8 * 1024 * 1024;
+    let mut file = File::open(path).map_err(io_at(path))?;
     let mut hasher = blake3::Hasher::new();
-    if size > 16 * 1024 * 1024 {
-        hasher.update_mmap_rayon(path).map_err(io_at(path))?;
-    } else {
-        let mut file = File::open(path).map_err(io_at(path))?;
-        let mut buffer = Vec::with_capacity(size as usize);
-        file.read_to_end(&mut buffer).map_err(io_at(path))?;
-        hasher.update(&buffer);
+    let mut buffer = vec![0u8; PIECE];
+    let mut size = 0u64;
+    loop {
+        // Fill the whole buffer (short reads happen) so that every piece
+        // but the last is large enough to be worth spreading over threads.
+        let mut filled = 0;
+        while filled < PIECE {
+            match file.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_at(path)(e)),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        size += filled as u64;
+        if filled >= 256 * 1024 {
+            hasher.update_rayon(&buffer[..filled]);
+        } else {
+            hasher.update(&buffer[..filled]);
+        }
+        if filled < PIECE {
+            break;
+        }
     }
     Ok((hasher.finalize().to_hex().to_string(), size))
 }
@@ -593,6 +617,30 @@ fn atomic_write(store: &Store, target: &Path, bytes: &[u8]) -> Result<(), StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Piecewise hashing must give blake3's one-shot digest, at sizes
+    /// around and across the piece boundary.
+    #[test]
+    fn file_digest_equals_one_shot_blake3() {
+        let dir = tempfile::tempdir().unwrap();
+        let piece = 8 * 1024 * 1024;
+        for len in [
+            0,
+            1,
+            300_000,
+            piece - 1,
+            piece,
+            piece + 1,
+            2 * piece + 12_345,
+        ] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let path = dir.path().join(format!("f{len}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let (digest, size) = hash_file(&path).unwrap();
+            assert_eq!(size, len as u64);
+            assert_eq!(digest, blake3::hash(&bytes).to_hex().to_string(), "{len}");
+        }
+    }
 
     #[test]
     fn blobs_round_trip_and_corruption_is_detected() {
