@@ -42,7 +42,7 @@ def main():
         "last position's, as the Rust benchmark requests (logits_to_keep=1)",
     )
     ap.add_argument("--models-dir", type=Path, default=Path(os.environ.get("LMGEO_MODELS_DIR", ROOT / "models")))
-    ap.add_argument("--hh", type=Path, default=Path(os.environ.get("LMGEO_HH_RLHF", "/work/shared/data/hh-rlhf/harmless-base-test.jsonl.gz")))
+    ap.add_argument("--hh", type=Path, default=Path(os.environ.get("LMGEO_HH_RLHF", ROOT / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz")))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with gzip.open(args.hh, "rt", encoding="utf-8") as f:

@@ -6,14 +6,14 @@ no BLAS rounding), with BLAS limited to 2 threads like faer's rayon pool.
 
 Run from the repository root:
 
-    /work/pyref/venv/bin/python scripts/bench/probes_reference.py
+    .pyref/bin/python scripts/bench/probes_reference.py
 
 On machines where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set (to protect
 old OpenBLAS builds) they slow a current numpy; for a fair comparison run it
 a second time with both unset in that command alone:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
-        /work/pyref/venv/bin/python scripts/bench/probes_reference.py
+        .pyref/bin/python scripts/bench/probes_reference.py
 
 The script prints the BLAS in use (threadpoolctl), including the kernel
 OpenBLAS selected, and the median of several runs for each task.

@@ -41,7 +41,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "crates" / "lmgeo-models" / "tests" / "fixtures"
-DEFAULT_HH = Path("/work/shared/data/hh-rlhf/harmless-base-test.jsonl.gz")
+DEFAULT_HH = ROOT / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
 MODELS = {
     "smollm2": dict(

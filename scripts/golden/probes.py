@@ -5,7 +5,7 @@ scikit-learn only (no Rust output is ever used here).
 Run from the repository root (re-running overwrites the fixtures; the output
 is deterministic for the pinned stack in scripts/golden/requirements.txt):
 
-    /work/pyref/venv/bin/python scripts/golden/probes.py \
+    .pyref/bin/python scripts/golden/probes.py \
         --out crates/lmgeo-probes/tests/fixtures
 
 Every input matrix is stored in the fixtures (matrices.json), so the Rust

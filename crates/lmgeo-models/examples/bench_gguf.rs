@@ -28,19 +28,8 @@ fn hh_path() -> PathBuf {
     if let Some(p) = std::env::var_os("LMGEO_HH_RLHF") {
         return PathBuf::from(p);
     }
-    let rel = "shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
-    let cwd = std::env::current_dir().unwrap();
-    for base in [
-        cwd.as_path(),
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
-    ] {
-        for dir in base.ancestors() {
-            if dir.join(rel).is_file() {
-                return dir.join(rel);
-            }
-        }
-    }
-    panic!("set LMGEO_HH_RLHF to harmless-base-test.jsonl.gz")
+    // The copy the repository ships.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/hh-rlhf/harmless-base-test.jsonl.gz")
 }
 
 fn chosen_texts() -> Vec<String> {

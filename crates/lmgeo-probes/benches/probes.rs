@@ -3,7 +3,7 @@
 //! SplitMix64 stream that scripts/bench/probes_reference.py reproduces bit
 //! for bit, so numpy and scikit-learn are timed on exactly these matrices.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/targets/probes RAYON_NUM_THREADS=2 cargo bench -p lmgeo-probes`
+//! Run: `cargo xtask bench probes` (or `RAYON_NUM_THREADS=2 cargo bench --profile dev -p lmgeo-probes`)
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use faer::Mat;

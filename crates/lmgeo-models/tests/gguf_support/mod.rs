@@ -25,20 +25,13 @@ pub fn fixtures(model: &str) -> PathBuf {
         .join(model)
 }
 
-/// `$LMGEO_HH_RLHF`, else `shared/data/hh-rlhf/harmless-base-test.jsonl.gz`
-/// in the nearest ancestor of this crate that has it.
+/// `$LMGEO_HH_RLHF`, else the copy the repository ships in `data/hh-rlhf/`.
 pub fn hh_path() -> PathBuf {
     if let Some(p) = std::env::var_os("LMGEO_HH_RLHF") {
         return PathBuf::from(p);
     }
-    let rel = "shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
-    for dir in std::path::Path::new(env!("CARGO_MANIFEST_DIR")).ancestors() {
-        let p = dir.join(rel);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("hh-rlhf test split not found; set LMGEO_HH_RLHF to harmless-base-test.jsonl.gz")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/hh-rlhf/harmless-base-test.jsonl.gz")
 }
 
 #[derive(Deserialize)]
