@@ -16,6 +16,8 @@ mod publish;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lmgeo_dag::scheduler::PlanEntry;
@@ -150,6 +152,30 @@ fn init_tracing() {
 /// Exit code for an experiment that failed validation.
 const INVALID: u8 = 2;
 
+/// Exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
+
+/// The first Ctrl-C (or SIGINT) sets `cancel`: no new node starts and
+/// running nodes stop at their next resumable piece, so everything computed
+/// so far is stored and a rerun resumes from it. A second one exits at once.
+/// Installing the handler also overrides an inherited "ignore SIGINT" (as
+/// background jobs of a non-interactive shell have), so an interrupt always
+/// means the same thing.
+fn interrupt_gracefully(cancel: &Arc<AtomicBool>) {
+    let cancel = Arc::clone(cancel);
+    let installed = ctrlc::set_handler(move || {
+        if cancel.swap(true, Ordering::SeqCst) {
+            std::process::exit(i32::from(INTERRUPTED));
+        }
+        eprintln!(
+            "interrupted: stopping after the pieces in progress (stored work is kept; Ctrl-C again to quit now)"
+        );
+    });
+    if let Err(e) = installed {
+        tracing::warn!("cannot handle Ctrl-C gracefully: {e}");
+    }
+}
+
 fn load_graph(args: &ExperimentArgs, registry: &Registry) -> Result<Graph, ExitCode> {
     let overrides = Overrides {
         set: args.set.clone(),
@@ -189,6 +215,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
             if let Some(jobs) = jobs {
                 options.jobs = jobs;
             }
+            interrupt_gracefully(&options.cancel);
             let out = out.unwrap_or_else(|| Path::new("results").join(&graph.experiment.name));
             let observer =
                 progress::ProgressObserver::new(std::io::stdout().is_terminal() && !json);
@@ -196,7 +223,9 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
             observer.clear();
             let summary = publish::collect_results(&graph, &store, &report, &out, &experiment.set)?;
             print_run_summary(&graph, &report, &summary, json);
-            Ok(if report.all_succeeded() {
+            Ok(if options.cancel.load(Ordering::SeqCst) {
+                ExitCode::from(INTERRUPTED)
+            } else if report.all_succeeded() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
