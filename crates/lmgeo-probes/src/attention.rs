@@ -163,13 +163,7 @@ fn rank_by_value(values: &[f64]) -> Vec<usize> {
 /// selected rows, computed by a thin SVD with the usual rank cut-off
 /// `max(d, k) * eps * s_max`.
 pub fn relative_residual(context: MatRef<'_, f64>, rows: &[usize], new: &[f64]) -> Result<f64> {
-    checks::data_matrix("context", context)?;
-    checks::same_len(
-        "new token length (= context columns)",
-        context.ncols(),
-        new.len(),
-    )?;
-    checks::finite_vector("new token", new)?;
+    checks::context_and_token(context, new)?;
     if let Some(&bad) = rows.iter().find(|&&r| r >= context.nrows()) {
         return Err(ProbeError::SizeMismatch {
             what: "selected row index (must be < context rows)",

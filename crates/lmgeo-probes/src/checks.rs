@@ -102,3 +102,15 @@ pub(crate) fn positive(name: &'static str, value: f64) -> Result<()> {
     }
     Ok(())
 }
+
+/// The token setting's inputs: a finite context matrix (t x d) and a finite
+/// new token of length d.
+pub(crate) fn context_and_token(context: MatRef<'_, f64>, new: &[f64]) -> Result<()> {
+    data_matrix("context", context)?;
+    same_len(
+        "new token length (= context columns)",
+        context.ncols(),
+        new.len(),
+    )?;
+    finite_vector("new token", new)
+}

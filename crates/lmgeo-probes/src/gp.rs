@@ -64,13 +64,7 @@ pub struct GainReport {
 
 fn validate(context: MatRef<'_, f64>, new: &[f64], sigma: f64) -> Result<()> {
     checks::positive("sigma", sigma)?;
-    checks::data_matrix("context", context)?;
-    checks::same_len(
-        "new token length (= context columns)",
-        context.ncols(),
-        new.len(),
-    )?;
-    checks::finite_vector("new token", new)
+    checks::context_and_token(context, new)
 }
 
 fn cholesky_failure(what: &str) -> ProbeError {

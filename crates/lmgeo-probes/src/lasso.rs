@@ -140,14 +140,8 @@ pub(crate) fn rank_by_magnitude(values: &[f64]) -> Vec<usize> {
 /// `context` is t x d, `new` has length d, `coef` length t. Errors on
 /// mismatched shapes or non-finite values.
 pub fn token_ranking(context: MatRef<'_, f64>, new: &[f64], coef: &[f64]) -> Result<Vec<usize>> {
-    checks::data_matrix("context", context)?;
-    checks::same_len(
-        "new token length (= context columns)",
-        context.ncols(),
-        new.len(),
-    )?;
+    checks::context_and_token(context, new)?;
     checks::same_len("coefficients (= context rows)", context.nrows(), coef.len())?;
-    checks::finite_vector("new token", new)?;
     checks::finite_vector("coefficients", coef)?;
     Ok(token_ranking_unchecked(context, new, coef))
 }
