@@ -105,21 +105,18 @@ pub struct LassoFit {
     pub used_gram: bool,
 }
 
-impl LassoFit {
-    /// Features ordered by decreasing `|coef|`, ties by index.
-    pub fn ranking(&self) -> Vec<usize> {
-        rank_by_magnitude(&self.coef)
-    }
-}
-
 /// Feature indices ordered by decreasing `|coef|`; equal magnitudes keep
 /// index order. Errors on a non-finite coefficient.
+///
+/// Zero coefficients therefore come in index order: to rank context tokens
+/// beyond the support use [`token_ranking`], which orders them by when they
+/// would enter it.
 pub fn rank_features(coef: &[f64]) -> Result<Vec<usize>> {
     checks::finite_vector("coefficients", coef)?;
     Ok(rank_by_magnitude(coef))
 }
 
-pub(crate) fn rank_by_magnitude(values: &[f64]) -> Vec<usize> {
+fn rank_by_magnitude(values: &[f64]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..values.len()).collect();
     // Stable sort keeps index order among equal magnitudes.
     idx.sort_by(|&a, &b| values[b].abs().total_cmp(&values[a].abs()));
