@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float32Array, Float32Builder, Int32Array, Int32Builder, ListArray,
-    ListBuilder, RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
+    ArrayRef, Float32Array, Float32Builder, Int32Array, Int32Builder, ListArray, ListBuilder,
+    RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
@@ -19,7 +19,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::TableError;
+use crate::{TableError, typed_column};
 
 fn schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -201,11 +201,11 @@ impl AttentionReader {
             }
             let batch = self.current.as_ref().expect("checked above");
             let col = |name: &str| batch.column_by_name(name).expect("schema checked");
-            let text_ids = down::<StringArray>(col("text_id"))?;
-            let text_index = down::<UInt32Array>(col("text_index"))?;
-            let layers = down::<Int32Array>(col("layer"))?;
-            let queries = down::<UInt32Array>(col("query"))?;
-            let lists = down::<ListArray>(col("weights"))?;
+            let text_ids = typed_column::<StringArray>(col("text_id"), "attention")?;
+            let text_index = typed_column::<UInt32Array>(col("text_index"), "attention")?;
+            let layers = typed_column::<Int32Array>(col("layer"), "attention")?;
+            let queries = typed_column::<UInt32Array>(col("query"), "attention")?;
+            let lists = typed_column::<ListArray>(col("weights"), "attention")?;
             while self.row < batch.num_rows() {
                 let r = self.row;
                 let (text_id, layer, query) =
@@ -217,7 +217,7 @@ impl AttentionReader {
                 }
                 self.row += 1;
                 let values = lists.value(r);
-                let values = down::<Float32Array>(&values)?;
+                let values = typed_column::<Float32Array>(&values, "attention")?;
                 let o = out.get_or_insert_with(|| AttentionRow {
                     text_id: text_id.to_string(),
                     text_index: text_index.value(r),
@@ -244,13 +244,6 @@ impl Iterator for AttentionReader {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_row().transpose()
     }
-}
-
-fn down<T: 'static>(array: &ArrayRef) -> Result<&T, TableError> {
-    array
-        .as_any()
-        .downcast_ref::<T>()
-        .ok_or_else(|| TableError::Invalid("unexpected column type in an attention table".into()))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use crate::TableError;
+use crate::{TableError, typed_column};
 
 /// One (text, layer) matrix to append.
 pub struct MatrixRows<'a> {
@@ -291,13 +291,13 @@ impl EmbeddingReader {
             }
             let batch = self.current.as_ref().expect("checked above");
             let column = |name: &str| batch.column_by_name(name).expect("schema checked");
-            let text_ids = downcast::<StringArray>(column("text_id"))?;
-            let text_index = downcast::<UInt32Array>(column("text_index"))?;
-            let layers = downcast::<Int32Array>(column("layer"))?;
-            let token_ids = downcast::<UInt32Array>(column("token_id"))?;
-            let tokens = downcast::<StringArray>(column("token"))?;
-            let vectors = downcast::<FixedSizeListArray>(column("vector"))?;
-            let values = downcast::<Float32Array>(vectors.values())?;
+            let text_ids = typed_column::<StringArray>(column("text_id"), "embedding")?;
+            let text_index = typed_column::<UInt32Array>(column("text_index"), "embedding")?;
+            let layers = typed_column::<Int32Array>(column("layer"), "embedding")?;
+            let token_ids = typed_column::<UInt32Array>(column("token_id"), "embedding")?;
+            let tokens = typed_column::<StringArray>(column("token"), "embedding")?;
+            let vectors = typed_column::<FixedSizeListArray>(column("vector"), "embedding")?;
+            let values = typed_column::<Float32Array>(vectors.values(), "embedding")?;
             while self.row < batch.num_rows() {
                 let r = self.row;
                 let text_id = text_ids.value(r);
@@ -342,13 +342,6 @@ impl Iterator for EmbeddingReader {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_matrix().transpose()
     }
-}
-
-fn downcast<T: 'static>(array: &ArrayRef) -> Result<&T, TableError> {
-    array
-        .as_any()
-        .downcast_ref::<T>()
-        .ok_or_else(|| TableError::Invalid("unexpected column type in an embedding table".into()))
 }
 
 #[cfg(test)]

@@ -50,3 +50,15 @@ impl TableError {
         }
     }
 }
+
+/// A column of a table lmgeo wrote, as its concrete arrow type; `table`
+/// names the kind of table in the error ("embedding", "attention").
+pub(crate) fn typed_column<'a, T: 'static>(
+    array: &'a arrow::array::ArrayRef,
+    table: &str,
+) -> Result<&'a T, TableError> {
+    array
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| TableError::Invalid(format!("unexpected column type in an {table} table")))
+}
