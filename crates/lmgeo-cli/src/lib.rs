@@ -9,6 +9,7 @@
 //! }
 //! ```
 
+mod cluster;
 mod diagnostics;
 mod progress;
 mod publish;
@@ -72,6 +73,33 @@ pub enum Command {
         /// Keep running independent nodes after a failure (the default).
         #[arg(long)]
         keep_going: bool,
+        /// Where nodes that miss the cache run (default: `[executor] kind`
+        /// of the experiment or user configuration, else local).
+        #[arg(long, value_enum)]
+        executor: Option<ExecutorArg>,
+        /// Slurm: submit every wave with dependencies and return at once; a
+        /// later `lmgeo run` collects the results.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Runs one node instance of a submitted run (what a Slurm task does).
+    #[command(hide = true)]
+    RunNode {
+        /// The run folder (holds spec.json).
+        #[arg(long)]
+        run: PathBuf,
+        /// The array's manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The manifest line (the array task id).
+        #[arg(long)]
+        line: usize,
+    },
+    /// Show recent runs: executor, counts, Slurm jobs and failed tasks.
+    Status {
+        /// How many recent runs to show.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
     /// Show what a run would do: each node cached, to run (and why) or blocked.
     Plan {
@@ -121,6 +149,12 @@ pub enum Command {
     Kinds,
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorArg {
+    Local,
+    Slurm,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum DagFormat {
     Mermaid,
@@ -150,10 +184,10 @@ fn init_tracing() {
 }
 
 /// Exit code for an experiment that failed validation.
-const INVALID: u8 = 2;
+pub(crate) const INVALID: u8 = 2;
 
 /// Exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
-const INTERRUPTED: u8 = 130;
+pub(crate) const INTERRUPTED: u8 = 130;
 
 /// The first Ctrl-C (or SIGINT) sets `cancel`: no new node starts and
 /// running nodes stop at their next resumable piece, so everything computed
@@ -161,7 +195,7 @@ const INTERRUPTED: u8 = 130;
 /// Installing the handler also overrides an inherited "ignore SIGINT" (as
 /// background jobs of a non-interactive shell have), so an interrupt always
 /// means the same thing.
-fn interrupt_gracefully(cancel: &Arc<AtomicBool>) {
+pub(crate) fn interrupt_gracefully(cancel: &Arc<AtomicBool>) {
     let cancel = Arc::clone(cancel);
     let installed = ctrlc::set_handler(move || {
         if cancel.swap(true, Ordering::SeqCst) {
@@ -176,7 +210,7 @@ fn interrupt_gracefully(cancel: &Arc<AtomicBool>) {
     }
 }
 
-fn load_graph(args: &ExperimentArgs, registry: &Registry) -> Result<Graph, ExitCode> {
+pub(crate) fn load_graph(args: &ExperimentArgs, registry: &Registry) -> Result<Graph, ExitCode> {
     let overrides = Overrides {
         set: args.set.clone(),
         env: !args.no_env,
@@ -201,12 +235,39 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
             max_heavy,
             fail_fast,
             keep_going: _,
+            executor,
+            detach,
         } => {
             let graph = match load_graph(&experiment, registry) {
                 Ok(g) => g,
                 Err(code) => return Ok(code),
             };
             let store = Store::open(&cli.store)?;
+            let user = match cluster::UserConfig::load() {
+                Ok(u) => u,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return Ok(ExitCode::from(INVALID));
+                }
+            };
+            let settings = cluster::settings(&user, &graph, executor, detach);
+            if settings.kind == Some(lmgeo_dag::execution::ExecutorKind::Slurm) {
+                let out = out.unwrap_or_else(|| Path::new("results").join(&graph.experiment.name));
+                return cluster::run_on_slurm(
+                    &graph,
+                    &store,
+                    &user,
+                    &settings,
+                    &experiment,
+                    &out,
+                    json,
+                    !fail_fast,
+                );
+            }
+            if detach {
+                eprintln!("error: --detach needs the Slurm executor (--executor slurm)");
+                return Ok(ExitCode::from(INVALID));
+            }
             let mut options = RunOptions {
                 max_heavy,
                 keep_going: !fail_fast,
@@ -231,6 +292,14 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::RunNode {
+            run,
+            manifest,
+            line,
+        } => Ok(cluster::run_node(
+            &cli.store, &run, &manifest, line, registry,
+        )),
+        Command::Status { runs } => cluster::status(&cli.store, runs),
         Command::Plan { experiment } => {
             let graph = match load_graph(&experiment, registry) {
                 Ok(g) => g,
@@ -317,7 +386,7 @@ fn status_word(status: &Status) -> String {
     }
 }
 
-fn print_run_summary(
+pub(crate) fn print_run_summary(
     graph: &Graph,
     report: &lmgeo_dag::RunReport,
     summary: &RunSummary,

@@ -11,8 +11,10 @@
 //! → outcomes with metrics for the results tables.
 
 pub mod error;
+pub mod execution;
 pub mod graph;
 pub mod key;
+pub mod lock;
 pub mod node;
 pub mod registry;
 pub mod scheduler;

@@ -456,6 +456,124 @@ pub fn run(
     Ok(report)
 }
 
+/// The key and pre-image of an instance whose upstream actions are known
+/// (`actions[u]` for every upstream `u`), or why it cannot be keyed.
+pub fn key_for(
+    graph: &Graph,
+    store: &Store,
+    index: usize,
+    actions: &[Option<Action>],
+) -> Result<(String, Preimage), String> {
+    let preimage = preimage_for(graph, store, index, &|u| actions[u].as_ref())?;
+    Ok((preimage.key(), preimage))
+}
+
+/// The outcome of a key already in the store, or `None` on a miss (a hit
+/// whose metrics no longer verify is a miss).
+pub fn cached_outcome(store: &Store, key: &str) -> Option<NodeOutcome> {
+    let action = store.action(key)?;
+    let metrics = read_metrics(store, &action).ok()?;
+    Some(NodeOutcome {
+        status: Status::Cached,
+        key: Some(key.to_string()),
+        action: Some(action),
+        metrics,
+        elapsed: Duration::ZERO,
+    })
+}
+
+/// Runs one instance the way a worker of another executor does (a Slurm
+/// task): its inputs are whatever the store holds for its upstreams now.
+///
+/// Idempotent: if the key is already committed it returns `Cached`;
+/// otherwise it takes the key's lock, checks again, computes and commits.
+/// `expected_key` is the key the submitter computed: a different key here
+/// means the experiment or an input changed since, and the instance fails
+/// rather than compute something nobody asked for.
+pub fn run_instance(
+    graph: &Graph,
+    store: &Store,
+    index: usize,
+    expected_key: Option<&str>,
+    cancel: &AtomicBool,
+    observer: &dyn Observer,
+) -> NodeOutcome {
+    let failed = |message: String, key: Option<String>| NodeOutcome {
+        status: Status::Failed(message),
+        key,
+        ..NodeOutcome::default()
+    };
+    // Instances are in topological order, so one forward pass over the
+    // ancestors resolves each from already resolved upstreams.
+    let mut needed = vec![false; graph.instances.len()];
+    let mut stack = vec![index];
+    while let Some(i) = stack.pop() {
+        for (_, bindings) in &graph.instances[i].inputs {
+            for b in bindings {
+                if !needed[b.instance] {
+                    needed[b.instance] = true;
+                    stack.push(b.instance);
+                }
+            }
+        }
+    }
+    let mut actions: Vec<Option<Action>> = vec![None; graph.instances.len()];
+    for upstream in (0..index).filter(|&u| needed[u]) {
+        let known = graph.instances[upstream]
+            .inputs
+            .iter()
+            .flat_map(|(_, b)| b)
+            .all(|b| actions[b.instance].is_some());
+        if known && let Ok((key, _)) = key_for(graph, store, upstream, &actions) {
+            actions[upstream] = store.action(&key);
+        }
+    }
+    let mut direct = HashMap::new();
+    for (_, bindings) in &graph.instances[index].inputs {
+        for b in bindings {
+            match &actions[b.instance] {
+                Some(action) => {
+                    direct.insert(b.instance, action.clone());
+                }
+                None => {
+                    return failed(
+                        format!(
+                            "its input `{}` has no results in the store (it failed, was cancelled or has not run)",
+                            graph.instances[b.instance].id
+                        ),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+    if let Some(expected) = expected_key {
+        match preimage_for(graph, store, index, &|u| direct.get(&u)) {
+            Ok(preimage) if preimage.key() != expected => {
+                return failed(
+                    format!(
+                        "its key is now {} but {expected} was submitted: the experiment file or one of its inputs changed since submission",
+                        preimage.key()
+                    ),
+                    Some(preimage.key()),
+                );
+            }
+            Ok(_) => {}
+            Err(reason) => return failed(reason, None),
+        }
+    }
+    match execute(graph, store, index, &direct, observer, cancel) {
+        Execution::Finished(outcome) => outcome,
+        Execution::CorruptInput { upstream, outcome } => NodeOutcome {
+            status: Status::Failed(format!(
+                "its input from `{}` failed verification; that entry was discarded, so a rerun recomputes it",
+                graph.instances[upstream].id
+            )),
+            ..outcome
+        },
+    }
+}
+
 fn block_descendants(
     graph: &Graph,
     failed: usize,
@@ -479,7 +597,8 @@ fn block_descendants(
     }
 }
 
-fn write_run_record(graph: &Graph, report: &RunReport) -> Result<(), StoreError> {
+/// Writes `run.json` into the run's folder: what `gc` keeps and `status` shows.
+pub fn write_run_record(graph: &Graph, report: &RunReport) -> Result<(), StoreError> {
     let entries: Vec<serde_json::Value> = graph
         .instances
         .iter()

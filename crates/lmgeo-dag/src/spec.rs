@@ -34,10 +34,20 @@ use indexmap::IndexMap;
 use toml::de::DeTable;
 
 use crate::error::{SourceFile, SpecError, SpecErrors, valid_list_help};
+use crate::execution::{DEFAULT_RESOURCES, ExecutorSettings, ResourceTables, Resources};
 use crate::value::{Origin, SKind, STable, SValue, Scalar};
 
 /// Keys allowed at the top of an experiment file.
-pub const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "grid", "zip", "defaults", "nodes"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "grid",
+    "zip",
+    "defaults",
+    "nodes",
+    "executor",
+    "resources",
+];
 
 /// Keys of a node table that are not parameters of its kind.
 pub const NODE_RESERVED_KEYS: &[&str] = &["kind", "inputs", "grid", "zip", "description"];
@@ -53,6 +63,10 @@ pub struct Experiment {
     /// Default parameters per kind.
     pub defaults: IndexMap<String, (Origin, SValue)>,
     pub nodes: IndexMap<String, NodeDecl>,
+    /// `[executor]`: where misses run (never part of a key).
+    pub executor: ExecutorSettings,
+    /// `[resources.<default|kind|node>]`: what each node's task asks for.
+    pub resources: ResourceTables,
 }
 
 /// Axes that vary together: one axis of a `grid`, or all axes of a `zip`.
@@ -481,6 +495,17 @@ impl Parser {
                 );
             }
         }
+        let executor = match table.get("executor") {
+            Some(value) => self.typed::<ExecutorSettings>(value, "executor"),
+            None => None,
+        }
+        .unwrap_or_default();
+        if let Some(value) = table.get("executor")
+            && let Err(message) = executor.check()
+        {
+            self.error(&value.origin, format!("in `[executor]`: {message}"));
+        }
+        let resources = self.resources(table, &nodes);
         if self.errors.is_empty() {
             Ok(Experiment {
                 file: self.file,
@@ -489,10 +514,57 @@ impl Parser {
                 axes,
                 defaults,
                 nodes,
+                executor,
+                resources,
             })
         } else {
             Err(SpecErrors(self.errors))
         }
+    }
+
+    /// A table read into a typed struct, its errors located in the file.
+    fn typed<T: serde::de::DeserializeOwned>(&mut self, value: &SValue, what: &str) -> Option<T> {
+        match crate::value::deserialize::<T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let origin = e.origin.clone().unwrap_or_else(|| value.origin.clone());
+                self.error(&origin, format!("in `[{what}]`: {}", e.message));
+                None
+            }
+        }
+    }
+
+    fn resources(&mut self, table: &STable, nodes: &IndexMap<String, NodeDecl>) -> ResourceTables {
+        let mut tables = IndexMap::new();
+        let Some(value) = table.get("resources") else {
+            return ResourceTables(tables);
+        };
+        let Some(entries) = value.as_table() else {
+            self.error(
+                &value.origin,
+                "`resources` must be a table keyed by node kind or node name",
+            )
+            .help = Some("e.g. [resources.extract] gpus = 1".into());
+            return ResourceTables(tables);
+        };
+        let mut known: Vec<&str> = vec![DEFAULT_RESOURCES];
+        known.extend(nodes.keys().map(String::as_str));
+        known.extend(nodes.values().map(|n| n.kind.as_str()));
+        for (key, entry) in entries.iter() {
+            if !known.contains(&key.as_str()) {
+                let help = valid_list_help(key, "node names and kinds", known.iter().copied());
+                self.error(
+                    &entry.key_origin,
+                    format!("`resources.{key}` names no node and no kind of this experiment"),
+                )
+                .help = Some(help);
+                continue;
+            }
+            if let Some(r) = self.typed::<Resources>(&entry.value, &format!("resources.{key}")) {
+                tables.insert(key.clone(), r);
+            }
+        }
+        ResourceTables(tables)
     }
 
     fn optional_string(&mut self, table: &STable, key: &str) -> Option<String> {

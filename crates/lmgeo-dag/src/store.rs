@@ -8,16 +8,18 @@
 //!   names/<experiment>/…    the last key of each node instance, for `explain`
 //!   stat/ab/…               file digests by (path, size, mtime, inode)
 //!   runs/<run-id>/          plan, events and keys of one run (for `gc`)
-//!   tmp/  locks/
+//!   locks/ab/<key>.lock     O_EXCL lock files naming their holder (see `lock`)
+//!   tmp/                    staging; names carry host and pid
 //! ```
 //!
-//! Invariants: a blob is complete before it is renamed into `objects/`; an
+//! Invariants: a blob is complete and durable before it is linked into
+//! `objects/` (where an existing object is never replaced unless corrupt); an
 //! action record is written last, after its blobs are durable, so a crash at
 //! any point leaves either a full entry or none; a hit whose blob no longer
 //! verifies is discarded and recomputed, never used.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,14 +85,13 @@ struct StatRecord {
     digest: String,
 }
 
-/// Holds a key's lock until dropped.
-pub struct KeyLock {
-    _file: File,
-}
+pub use crate::lock::KeyLock;
+use crate::lock::LockSettings;
 
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
+    locks: LockSettings,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -105,7 +106,17 @@ impl Store {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_at(&path))?;
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            locks: LockSettings::from_env(),
+        })
+    }
+
+    /// The same store with other lock timings (tests, and executors that
+    /// know their filesystem).
+    pub fn with_lock_settings(mut self, locks: LockSettings) -> Self {
+        self.locks = locks;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -146,12 +157,18 @@ impl Store {
         let path = self
             .root
             .join("tmp")
-            .join(format!("{safe}-{}-{nanos}-{n}", std::process::id()));
+            .join(format!("{safe}-{}-{nanos}-{n}", process_tag()));
         fs::create_dir_all(&path).map_err(io_at(&path))?;
         Ok(path)
     }
 
     /// Moves a finished file into the store; returns its reference.
+    ///
+    /// Publishing is `link()`, not `rename()`: on a shared filesystem two
+    /// tasks may publish the same digest at once, and `link` fails with
+    /// EEXIST instead of replacing a complete object under a reader. EEXIST
+    /// means the bytes are already there; they are checked, and only a
+    /// corrupt copy is replaced.
     pub fn put_file(&self, file: &Path) -> Result<BlobRef, StoreError> {
         {
             // Durable before it becomes visible under its digest.
@@ -162,16 +179,25 @@ impl Store {
         let target = self.blob_path(&digest);
         let parent = target.parent().expect("sharded path has a parent");
         fs::create_dir_all(parent).map_err(io_at(parent))?;
-        // An existing object is reused only if it still verifies: a corrupt
-        // copy must be replaced, not referenced again.
-        let existing_ok = fs::metadata(&target).is_ok_and(|m| m.len() == size)
-            && hash_file(&target).is_ok_and(|(d, _)| d == digest);
-        if existing_ok {
-            fs::remove_file(file).map_err(io_at(file))?;
-        } else {
-            fs::rename(file, &target).map_err(io_at(&target))?;
-            sync_dir(parent)?;
+        match fs::hard_link(file, &target) {
+            Ok(()) => sync_dir(parent)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let existing_ok = fs::metadata(&target).is_ok_and(|m| m.len() == size)
+                    && hash_file(&target).is_ok_and(|(d, _)| d == digest);
+                if !existing_ok {
+                    fs::rename(file, &target).map_err(io_at(&target))?;
+                    sync_dir(parent)?;
+                    return Ok(BlobRef { digest, size });
+                }
+            }
+            // A filesystem without hard links: a rename is atomic too.
+            Err(_) => {
+                fs::rename(file, &target).map_err(io_at(&target))?;
+                sync_dir(parent)?;
+                return Ok(BlobRef { digest, size });
+            }
         }
+        fs::remove_file(file).map_err(io_at(file))?;
         Ok(BlobRef { digest, size })
     }
 
@@ -290,19 +316,17 @@ impl Store {
     }
 
     /// Takes the exclusive lock of a key, waiting for another process (or
-    /// thread) that holds it.
+    /// thread, or host) that holds it; a dead holder's lock is broken.
     pub fn lock(&self, key: &str) -> Result<KeyLock, StoreError> {
         let path = self.sharded("locks", key, ".lock");
         let parent = path.parent().expect("sharded path has a parent");
         fs::create_dir_all(parent).map_err(io_at(parent))?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_at(&path))?;
-        file.lock().map_err(io_at(&path))?;
-        Ok(KeyLock { _file: file })
+        KeyLock::acquire(&path, self.locks).map_err(io_at(&path))
+    }
+
+    /// Who holds a key's lock right now, if anyone.
+    pub fn lock_holder(&self, key: &str) -> Option<crate::lock::Holder> {
+        crate::lock::holder(&self.sharded("locks", key, ".lock"))
     }
 
     /// blake3 of a file's content (or of a folder's files, by relative path),
@@ -585,6 +609,24 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), StoreError> {
     Ok((hasher.finalize().to_hex().to_string(), size))
 }
 
+/// Host and process in temporary names: on a shared store, two hosts' pids
+/// may coincide.
+fn process_tag() -> String {
+    let (host, pid, _) = crate::lock::this_process();
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(32)
+        .collect();
+    format!("{host}-{pid}")
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let mut file = File::create(path).map_err(io_at(path))?;
     file.write_all(bytes).map_err(io_at(path))?;
@@ -608,7 +650,7 @@ fn atomic_write(store: &Store, target: &Path, bytes: &[u8]) -> Result<(), StoreE
     let temp = store
         .root
         .join("tmp")
-        .join(format!("write-{}-{n}", std::process::id()));
+        .join(format!("write-{}-{n}", process_tag()));
     write_file(&temp, bytes)?;
     fs::rename(&temp, target).map_err(io_at(target))?;
     sync_dir(parent)
