@@ -342,6 +342,8 @@ fn wait_with_usage(child: std::process::Child) -> anyhow::Result<(i32, u64, f64)
 /// runs the array tasks on this machine): wall time, the driver's own CPU
 /// time (with the Slurm commands it ran), and how many Slurm commands it
 /// issued; then the same sweep locally, and the cached rerun on Slurm.
+/// `LMGEO_BENCH_POLL` (seconds, default 1) and `LMGEO_BENCH_THROTTLE`
+/// (tasks of one array at once, default 8) change the setting.
 fn bench_slurm(root: &Path) -> anyhow::Result<()> {
     let binary = build_lmgeo()?;
     let instances: usize = std::env::var("LMGEO_BENCH_INSTANCES")
@@ -351,6 +353,9 @@ fn bench_slurm(root: &Path) -> anyhow::Result<()> {
         .context("LMGEO_BENCH_INSTANCES must be a number")?
         .unwrap_or(1000);
     let poll = std::env::var("LMGEO_BENCH_POLL").unwrap_or_else(|_| "1".into());
+    // The fake runs every task of an array at once unless throttled; a
+    // cluster's capacity is what the throttle stands for here.
+    let throttle = std::env::var("LMGEO_BENCH_THROTTLE").unwrap_or_else(|_| "8".into());
     let dir = std::env::temp_dir().join(format!("lmgeo-bench-slurm-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let seeds: Vec<String> = (1..=instances / 2).map(|s| s.to_string()).collect();
@@ -379,6 +384,8 @@ fn bench_slurm(root: &Path) -> anyhow::Result<()> {
             .arg(&file)
             .args(["--json", "--executor", executor, "--set"])
             .arg(format!("executor.poll_seconds={poll}"))
+            .arg("--set")
+            .arg(format!("executor.array_throttle={throttle}"))
             .arg("--out")
             .arg(dir.join(format!("out-{store}")))
             .stdout(std::process::Stdio::null())
@@ -421,7 +428,7 @@ fn bench_slurm(root: &Path) -> anyhow::Result<()> {
         .map(|(k, v)| (*k, v - first.get(k).copied().unwrap_or(0)))
         .collect();
     println!(
-        "slurm driver: {instances}-instance sweep ({} synthetic_matrix + {} matrix_stats), fake Slurm running tasks on this machine, poll {poll} s",
+        "slurm driver: {instances}-instance sweep ({} synthetic_matrix + {} matrix_stats), fake Slurm running tasks on this machine, poll {poll} s, array throttle {throttle}",
         instances / 2,
         instances / 2
     );
