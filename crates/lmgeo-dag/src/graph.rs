@@ -57,19 +57,29 @@ impl Graph {
     /// Indices of instances that directly consume `index`.
     pub fn dependents(&self) -> Vec<Vec<usize>> {
         let mut out = vec![Vec::new(); self.instances.len()];
-        for (i, instance) in self.instances.iter().enumerate() {
-            let mut upstream: Vec<usize> = instance
-                .inputs
-                .iter()
-                .flat_map(|(_, b)| b.iter().map(|b| b.instance))
-                .collect();
-            upstream.sort_unstable();
-            upstream.dedup();
+        for (i, upstream) in self.upstreams().into_iter().enumerate() {
             for u in upstream {
                 out[u].push(i);
             }
         }
         out
+    }
+
+    /// For each instance, the instances it reads from (sorted, no repeats).
+    pub fn upstreams(&self) -> Vec<Vec<usize>> {
+        self.instances
+            .iter()
+            .map(|instance| {
+                let mut upstream: Vec<usize> = instance
+                    .inputs
+                    .iter()
+                    .flat_map(|(_, b)| b.iter().map(|b| b.instance))
+                    .collect();
+                upstream.sort_unstable();
+                upstream.dedup();
+                upstream
+            })
+            .collect()
     }
 
     /// Graphviz DOT of the instance graph.

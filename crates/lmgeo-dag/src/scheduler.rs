@@ -307,20 +307,7 @@ pub fn run(
     let n = graph.instances.len();
     let run_dir = store.new_run_dir(&graph.experiment.name)?;
     let dependents = graph.dependents();
-    let upstreams: Vec<Vec<usize>> = graph
-        .instances
-        .iter()
-        .map(|i| {
-            let mut u: Vec<usize> = i
-                .inputs
-                .iter()
-                .flat_map(|(_, b)| b.iter().map(|b| b.instance))
-                .collect();
-            u.sort_unstable();
-            u.dedup();
-            u
-        })
-        .collect();
+    let upstreams = graph.upstreams();
     let mut state: Vec<State> = upstreams
         .iter()
         .map(|u| {

@@ -101,7 +101,25 @@ struct Submitter<'a> {
     jobs: Vec<String>,
 }
 
-impl Submitter<'_> {
+impl<'a> Submitter<'a> {
+    /// Reads the cluster's `MaxArraySize` once.
+    fn new(
+        graph: &'a Graph,
+        store: &'a Store,
+        slurm: &'a dyn Slurm,
+        options: &'a DriverOptions,
+    ) -> Result<Self, DriverError> {
+        Ok(Submitter {
+            graph,
+            store,
+            slurm,
+            options,
+            max_array: slurm.max_array_size()?.max(1) as usize,
+            arrays: 0,
+            jobs: Vec::new(),
+        })
+    }
+
     /// Groups instances by resources and submits one array per group (more
     /// where a group exceeds `MaxArraySize`). Returns, per instance, its
     /// job id, task index and log path.
@@ -194,23 +212,6 @@ fn now_ms() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
-fn upstreams_of(graph: &Graph) -> Vec<Vec<usize>> {
-    graph
-        .instances
-        .iter()
-        .map(|i| {
-            let mut u: Vec<usize> = i
-                .inputs
-                .iter()
-                .flat_map(|(_, b)| b.iter().map(|b| b.instance))
-                .collect();
-            u.sort_unstable();
-            u.dedup();
-            u
-        })
-        .collect()
-}
-
 /// Records the instance's key for `explain`, as a local run does.
 fn remember(
     graph: &Graph,
@@ -242,7 +243,7 @@ pub fn run_attached(
     on_progress: &dyn Fn(&Progress),
 ) -> Result<RunReport, DriverError> {
     let n = graph.instances.len();
-    let upstreams = upstreams_of(graph);
+    let upstreams = graph.upstreams();
     let dependents = graph.dependents();
     let mut state = vec![State::Waiting; n];
     let mut outcomes = vec![NodeOutcome::default(); n];
@@ -252,15 +253,7 @@ pub fn run_attached(
     let mut failures: Vec<TaskFailure> = Vec::new();
     let mut stopping = false;
     let mut queue_errors = 0u32;
-    let mut submitter = Submitter {
-        graph,
-        store,
-        slurm,
-        options,
-        max_array: slurm.max_array_size()?.max(1) as usize,
-        arrays: 0,
-        jobs: Vec::new(),
-    };
+    let mut submitter = Submitter::new(graph, store, slurm, options)?;
     let mut last_line = String::new();
 
     loop {
@@ -608,7 +601,7 @@ pub fn submit_detached(
     options: &DriverOptions,
 ) -> Result<Detached, DriverError> {
     let n = graph.instances.len();
-    let upstreams = upstreams_of(graph);
+    let upstreams = graph.upstreams();
     let mut actions: Vec<Option<Action>> = vec![None; n];
     let mut depth: Vec<Option<usize>> = vec![None; n];
     let mut lines: Vec<Option<ManifestLine>> = vec![None; n];
@@ -646,15 +639,7 @@ pub fn submit_detached(
             key,
         });
     }
-    let mut submitter = Submitter {
-        graph,
-        store,
-        slurm,
-        options,
-        max_array: slurm.max_array_size()?.max(1) as usize,
-        arrays: 0,
-        jobs: Vec::new(),
-    };
+    let mut submitter = Submitter::new(graph, store, slurm, options)?;
     let deepest = depth.iter().flatten().max().copied();
     let mut waves: Vec<Vec<String>> = Vec::new();
     let mut submitted = 0;
