@@ -210,7 +210,7 @@ fn start_heartbeat(path: &Path, token: String, settings: LockSettings) -> KeyLoc
                 match stopped.recv_timeout(settings.heartbeat) {
                     Err(RecvTimeoutError::Timeout) => {
                         // A lock broken by a waiter is no longer ours to keep alive.
-                        if !read_holder(&beat_path).is_some_and(|h| h.token == beat_token) {
+                        if read_holder(&beat_path).is_none_or(|h| h.token != beat_token) {
                             return;
                         }
                         if let Ok(file) = File::options().append(true).open(&beat_path) {
