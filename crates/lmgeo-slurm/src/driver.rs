@@ -335,9 +335,7 @@ pub fn run_attached(
             // What committed before the cancel is kept and counted.
             for (i, task) in std::mem::take(&mut tasks) {
                 if let Some(outcome) = cached_outcome(store, &task.key) {
-                    actions[i] = outcome.action.clone();
-                    outcomes[i] = ran_or_cached(outcome, &task);
-                    state[i] = State::Done;
+                    settle(i, outcome, &task, &mut actions, &mut outcomes, &mut state);
                 }
             }
             break;
@@ -352,9 +350,7 @@ pub fn run_attached(
         }
         for (i, outcome) in finished {
             let task = tasks.remove(&i).expect("tracked");
-            actions[i] = outcome.action.clone();
-            outcomes[i] = ran_or_cached(outcome, &task);
-            state[i] = State::Done;
+            settle(i, outcome, &task, &mut actions, &mut outcomes, &mut state);
         }
 
         // Then one query for all our jobs.
@@ -401,9 +397,7 @@ pub fn run_attached(
                 let task = tasks.remove(&i).expect("tracked");
                 // A last look: the commit may have become visible just now.
                 if let Some(outcome) = cached_outcome(store, &task.key) {
-                    actions[i] = outcome.action.clone();
-                    outcomes[i] = ran_or_cached(outcome, &task);
-                    state[i] = State::Done;
+                    settle(i, outcome, &task, &mut actions, &mut outcomes, &mut state);
                     continue;
                 }
                 // An input whose entry was discarded (it failed to verify in
@@ -455,7 +449,6 @@ pub fn run_attached(
         let progress = progress_of(
             graph,
             options,
-            "attached",
             &state,
             &outcomes,
             &tasks,
@@ -475,7 +468,6 @@ pub fn run_attached(
     let progress = progress_of(
         graph,
         options,
-        "attached",
         &state,
         &outcomes,
         &tasks,
@@ -492,6 +484,20 @@ pub fn run_attached(
     };
     lmgeo_dag::scheduler::write_run_record(graph, &report)?;
     Ok(report)
+}
+
+/// Records a task whose result is committed: its instance is done.
+fn settle(
+    index: usize,
+    outcome: NodeOutcome,
+    task: &Task,
+    actions: &mut [Option<Action>],
+    outcomes: &mut [NodeOutcome],
+    state: &mut [State],
+) {
+    actions[index] = outcome.action.clone();
+    outcomes[index] = ran_or_cached(outcome, task);
+    state[index] = State::Done;
 }
 
 /// A task's result counts as run by this run unless it was committed before
@@ -534,7 +540,6 @@ fn fail(
 fn progress_of(
     graph: &Graph,
     options: &DriverOptions,
-    mode: &str,
     state: &[State],
     outcomes: &[NodeOutcome],
     tasks: &HashMap<usize, Task>,
@@ -550,7 +555,7 @@ fn progress_of(
     Progress {
         run_id: options.run_id.clone(),
         experiment: graph.experiment.name.clone(),
-        mode: mode.to_string(),
+        mode: "attached".into(),
         finished,
         updated_unix_ms: now_ms(),
         cached: outcomes
