@@ -287,3 +287,57 @@ fn every_analysis_kind_runs_on_a_tiny_model_with_consistent_outputs() {
     let figures = std::fs::read_dir(out.join("figures")).unwrap().count();
     assert!(figures >= 3 * 7, "{figures} figure files");
 }
+
+/// `device` says where the model runs and nothing else: `"cpu"` (or `"auto"`
+/// without a GPU) finds the default run's results in the cache; a misspelt
+/// device is an error located in the file; `"cuda"` in a build without the
+/// feature fails with how to rebuild, before anything is written.
+#[test]
+fn device_is_checked_and_is_not_part_of_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("pipeline.toml");
+    std::fs::write(&file, PIPELINE).unwrap();
+    let store = tmp.path().join("store");
+    let first = run_experiment(&file, &store, &tmp.path().join("out1"), &[]);
+    assert!(first.success(), "{}", first.stderr());
+    assert_eq!(first.summary()["cached"], 0);
+    assert_eq!(first.summary()["ran"], 3);
+
+    for device in ["cpu", "auto"] {
+        let with_device = PIPELINE.replace(
+            "chunk_texts = 2",
+            &format!("chunk_texts = 2\ndevice = \"{device}\""),
+        );
+        std::fs::write(&file, &with_device).unwrap();
+        let again = run_experiment(&file, &store, &tmp.path().join("out2"), &[]);
+        assert!(again.success(), "{}", again.stderr());
+        if device == "cpu" || !cfg!(feature = "cuda") {
+            assert_eq!(
+                again.summary()["ran"],
+                0,
+                "device = {device} recomputed something"
+            );
+        }
+    }
+
+    let misspelt = PIPELINE.replace("chunk_texts = 2", "chunk_texts = 2\ndevice = \"cuda0\"");
+    std::fs::write(&file, &misspelt).unwrap();
+    let bad = run_experiment(&file, &store, &tmp.path().join("out3"), &[]);
+    assert_eq!(bad.code(), Some(2), "{}", bad.stderr());
+    let err = bad.stderr();
+    assert!(
+        err.contains("pipeline.toml") && err.contains("\"cuda:N\""),
+        "{err}"
+    );
+
+    if !cfg!(feature = "cuda") {
+        let gpu = run_experiment(
+            &file,
+            &tmp.path().join("store2"),
+            &tmp.path().join("out4"),
+            &["--set", "hidden.device=cuda"],
+        );
+        assert!(!gpu.success());
+        assert!(gpu.stderr().contains("--features cuda"), "{}", gpu.stderr());
+    }
+}

@@ -29,12 +29,21 @@ FILES = {
 }
 
 
+def to_host(out):
+    """Copies every hidden state and attention map to host memory, as lmgeo
+    hands them back; on a GPU this is part of the cost of an extraction."""
+    for group in (out.hidden_states, out.attentions):
+        for t in group or ():
+            t.cpu()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--texts", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", action="append")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where the model runs")
     ap.add_argument(
         "--all-logits",
         action="store_true",
@@ -57,7 +66,7 @@ def main():
         tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=FILES[name])
         model = AutoModelForCausalLM.from_pretrained(
             str(folder), gguf_file=FILES[name], dtype=torch.float32, attn_implementation="eager"
-        ).eval()
+        ).eval().to(args.device)
         load_s = time.perf_counter() - t0
         inputs = []
         for t in texts:
@@ -71,10 +80,11 @@ def main():
         if not args.all_logits:
             kw["logits_to_keep"] = 1
         with torch.no_grad():
-            model(torch.tensor([inputs[0]]), **kw)
+            model(torch.tensor([inputs[0]], device=args.device), **kw)
             for ids in inputs:
                 t = time.perf_counter()
-                out = model(torch.tensor([ids]), **kw)
+                out = model(torch.tensor([ids], device=args.device), **kw)
+                to_host(out)
                 times.append(time.perf_counter() - t)
                 del out
         total = sum(times)

@@ -2,7 +2,8 @@
 //! attention matrix, no logits) on 512-token hh-rlhf texts.
 //!
 //! ```text
-//! cargo run -p lmgeo-models --example bench_forward -- [--tokens 512] [--repeats 7] [MODEL...]
+//! cargo run -p lmgeo-models --example bench_forward -- [--tokens 512] [--repeats 7]
+//!     [--device cpu|cuda|cuda:N] [MODEL...]
 //! ```
 //! MODEL: `minilm` (models/minilm-l6 or $LMGEO_MINILM_DIR), `neox-tiny` (the
 //! test fixture), `pythia-160m-random` (random weights from Pythia-160m's
@@ -16,9 +17,11 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::Device;
+use lmgeo_models::hf_folder::load_hf_folder_on;
 use lmgeo_models::{
-    AttentionCapture, Bert, ForwardRequest, GptNeoX, GptNeoXConfig, HfTokenizer, LanguageModel,
-    LogitsCapture, TextTokenizer, Weights, load_hf_folder,
+    AttentionCapture, Bert, DeviceChoice, ForwardRequest, GptNeoX, GptNeoXConfig, HfTokenizer,
+    LanguageModel, LogitsCapture, TextTokenizer, Weights,
 };
 
 fn workspace() -> PathBuf {
@@ -101,12 +104,13 @@ fn minilm_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join("models/minilm-l6"))
 }
 
-fn load(name: &str) -> Box<dyn LanguageModel> {
+fn load(name: &str, device: &Device) -> Box<dyn LanguageModel> {
     match name {
-        "minilm" => Box::new(Bert::from_folder(&minilm_dir()).expect("MiniLM folder")),
+        "minilm" => Box::new(Bert::from_folder_on(&minilm_dir(), device).expect("MiniLM folder")),
         "neox-tiny" => Box::new(
-            GptNeoX::from_folder(
+            GptNeoX::from_folder_on(
                 &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt_neox/parallel"),
+                device,
             )
             .unwrap(),
         ),
@@ -124,10 +128,10 @@ fn load(name: &str) -> Box<dyn LanguageModel> {
                 Path::new("pythia-160m"),
             )
             .unwrap();
-            Box::new(GptNeoX::from_config_random(config, 0).unwrap())
+            Box::new(GptNeoX::from_config_random_on(config, 0, device).unwrap())
         }
         folder => {
-            load_hf_folder(Path::new(folder), Weights::Pretrained)
+            load_hf_folder_on(Path::new(folder), Weights::Pretrained, device)
                 .unwrap()
                 .0
         }
@@ -136,6 +140,15 @@ fn load(name: &str) -> Box<dyn LanguageModel> {
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let device: DeviceChoice = match args.iter().position(|a| a == "--device") {
+        Some(i) => {
+            let choice = args[i + 1].parse().expect("--device cpu|cuda|cuda:N");
+            args.drain(i..=i + 1);
+            choice
+        }
+        None => DeviceChoice::Cpu,
+    };
+    let device = device.resolve().expect("device");
     let mut take = |flag: &str, default: usize| -> usize {
         match args.iter().position(|a| a == flag) {
             Some(i) => {
@@ -170,7 +183,7 @@ fn main() {
     };
     for name in &models {
         let t0 = Instant::now();
-        let model = load(name);
+        let model = load(name, &device);
         let load_s = t0.elapsed().as_secs_f64();
         let mut times = Vec::with_capacity(repeats);
         let mut cpu = Vec::with_capacity(repeats);

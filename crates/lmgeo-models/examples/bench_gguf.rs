@@ -3,7 +3,7 @@
 //! dialogues cut to a fixed length, for the GGUF models.
 //!
 //!     cargo run --release -p lmgeo-models --example bench_gguf -- [--tokens 512] [--texts 4]
-//!         [--model smollm2-135m|gemma3-270m]... [--quantized]
+//!         [--model smollm2-135m|gemma3-270m]... [--quantized] [--device cpu|cuda|cuda:N]
 //!
 //! Use `--release`: the workspace's dev profile compiles dependencies at
 //! opt-level 3 but with debug assertions, which make gemm's inner loops about
@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use lmgeo_models::{
-    AttentionCapture, ForwardRequest, Gemma3, GgufTokenizer, LanguageModel, Llama, LoadOptions,
-    LogitsCapture, TextTokenizer, WeightFormat, default_models_dir, ensure_model,
+    AttentionCapture, DeviceChoice, ForwardRequest, Gemma3, GgufTokenizer, LanguageModel, Llama,
+    LoadOptions, LogitsCapture, TextTokenizer, WeightFormat, default_models_dir, ensure_model,
 };
 
 fn hh_path() -> PathBuf {
@@ -64,6 +64,7 @@ fn main() {
     let mut n_texts = 4usize;
     let mut models = Vec::new();
     let mut format = WeightFormat::DequantizedF32;
+    let mut device = DeviceChoice::Cpu;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -80,6 +81,10 @@ fn main() {
                 i += 1;
             }
             "--quantized" => format = WeightFormat::Quantized,
+            "--device" => {
+                device = args[i + 1].parse().expect("--device cpu|cuda|cuda:N");
+                i += 1;
+            }
             other => panic!("unknown argument {other}"),
         }
         i += 1;
@@ -88,7 +93,7 @@ fn main() {
         models = vec!["smollm2-135m".into(), "gemma3-270m".into()];
     }
     println!(
-        "threads: candle {} / rayon {}; {} tokens per text, {} texts, {:?}",
+        "threads: candle {} / rayon {}; {} tokens per text, {} texts, {:?}, device {device}",
         candle_core::utils::get_num_threads(),
         rayon::current_num_threads(),
         tokens,
@@ -102,7 +107,7 @@ fn main() {
         let t0 = Instant::now();
         let opts = LoadOptions {
             format,
-            ..Default::default()
+            device: device.resolve().expect("device"),
         };
         let model: Box<dyn LanguageModel> = match name.as_str() {
             "smollm2-135m" => Box::new(Llama::from_gguf(&path, &opts).unwrap()),

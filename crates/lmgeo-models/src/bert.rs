@@ -16,6 +16,7 @@ use crate::hf_common::{
     read_json, split_sequences, with_f32_data,
 };
 use crate::init::{bert_rule, random_var_builder};
+use crate::tensor_ops::{self, Ops, Visibility};
 use crate::{ForwardOutput, ForwardRequest, LanguageModel, LogitsCapture, ModelError, ModelInfo};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -130,18 +131,33 @@ pub struct Bert {
     embed_norm: LayerNorm,
     blocks: Vec<Block>,
     device: Device,
+    ops: Ops,
 }
 
 impl Bert {
     pub fn from_folder(dir: &Path) -> Result<Self, ModelError> {
+        Self::from_folder_on(dir, &Device::Cpu)
+    }
+
+    /// Like [`Self::from_folder`], with the weights on `device`.
+    pub fn from_folder_on(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let config = BertConfig::from_file(&dir.join("config.json"))?;
-        let vb = crate::hf_folder::weights_var_builder(dir, DType::F32, &Device::Cpu)?;
+        let vb = crate::hf_folder::weights_var_builder(dir, DType::F32, device)?;
         Self::from_var_builder(config, vb, dir, &dir.display().to_string())
     }
 
     /// transformers-style random weights drawn from `(seed, tensor name)`.
     pub fn from_config_random(config: BertConfig, seed: u64) -> Result<Self, ModelError> {
-        let vb = random_var_builder(seed, DType::F32, &Device::Cpu, bert_rule(&config));
+        Self::from_config_random_on(config, seed, &Device::Cpu)
+    }
+
+    /// Like [`Self::from_config_random`], with the weights on `device`.
+    pub fn from_config_random_on(
+        config: BertConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let vb = random_var_builder(seed, DType::F32, device, bert_rule(&config));
         let name = format!("bert (random, seed {seed})");
         Self::from_var_builder(config, vb, Path::new("<random>"), &name)
     }
@@ -154,13 +170,6 @@ impl Bert {
         origin: &Path,
         name: &str,
     ) -> Result<Self, ModelError> {
-        if !vb.device().is_cpu() {
-            // The attention core and the elementwise kernels work on CPU memory.
-            return Err(ModelError::Unsupported(format!(
-                "BERT runs on the CPU only (got {:?})",
-                vb.device()
-            )));
-        }
         let t = Tensors {
             vb,
             origin: origin.to_path_buf(),
@@ -230,6 +239,7 @@ impl Bert {
             n_params: config.n_params(),
             n_params_non_embedding: config.n_params_non_embedding(),
             causal: false,
+            device: crate::device::device_label(t.vb.device()),
         };
         Ok(Self {
             config,
@@ -239,12 +249,20 @@ impl Bert {
             token_type_0,
             embed_norm,
             blocks,
+            ops: Ops::for_device(t.vb.device()),
             device: t.vb.device().clone(),
         })
     }
 
     pub fn config(&self) -> &BertConfig {
         &self.config
+    }
+
+    /// Runs every step in candle tensor ops, as on a GPU, even on the CPU:
+    /// how the tests check the GPU path on a machine without one.
+    pub fn with_tensor_ops(mut self) -> Self {
+        self.ops = Ops::Tensor;
+        self
     }
 
     /// Replaces the human-readable name reported in [`ModelInfo::name`].
@@ -297,22 +315,42 @@ impl Bert {
         for block in &self.blocks {
             // Padded keys are left out through `lengths`: no mask tensor.
             let qkv = block.qkv.forward(&x)?.contiguous()?;
-            let attended = with_f32_data(&qkv, |data| {
-                attend(data, layout, &lengths, false, scale, selection.as_ref())
-            })?;
-            let context = Tensor::from_vec(attended.context, x.shape(), &self.device)?;
+            let (context, probs) = match self.ops {
+                Ops::CpuKernels => {
+                    let attended = with_f32_data(&qkv, |data| {
+                        attend(data, layout, &lengths, false, scale, selection.as_ref())
+                    })?;
+                    let context = Tensor::from_vec(attended.context, x.shape(), &self.device)?;
+                    (context, attended.probs)
+                }
+                Ops::Tensor => {
+                    let visibility = Visibility {
+                        causal: false,
+                        window: None,
+                        lengths: &lengths,
+                    };
+                    tensor_ops::fused_attention(
+                        &qkv,
+                        layout,
+                        &visibility,
+                        scale as f64,
+                        None,
+                        selection.as_ref(),
+                    )?
+                }
+            };
             let attn = block.attn_out.forward(&context)?;
             let y = block.attn_norm.forward(&(attn + &x)?)?;
             let m = block.mlp_out.forward(
                 &self
                     .config
                     .hidden_act
-                    .apply_to_fresh(block.mlp_in.forward(&y)?)?,
+                    .apply_with(block.mlp_in.forward(&y)?, self.ops)?,
             )?;
             x = block.out_norm.forward(&(m + y)?)?;
             layers.push(split_sequences(&x, &lengths)?);
             if selection.is_some() {
-                attentions.push(attended.probs);
+                attentions.push(probs);
             }
         }
         Ok(assemble(

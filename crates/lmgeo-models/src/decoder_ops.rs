@@ -14,6 +14,7 @@ use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::tensor_ops::Ops;
 use crate::{AttentionCapture, F32Matrix, ForwardRequest, LogitsCapture, ModelError};
 
 /// A projection `y = x W^T` whose weight is either dense or in a GGUF block
@@ -54,6 +55,17 @@ pub(crate) struct Cols<'a> {
     pub offset: usize,
 }
 
+impl<'a> Cols<'a> {
+    /// Every column of a row-major buffer `stride` wide.
+    pub fn whole(data: &'a [f32], stride: usize) -> Self {
+        Self {
+            data,
+            stride,
+            offset: 0,
+        }
+    }
+}
+
 /// Runs `f` on the tensor's `f32` data, which must be CPU and contiguous.
 /// Borrowing candle's storage avoids a copy of every activation we read.
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, ModelError> {
@@ -63,7 +75,7 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, 
         Storage::Cpu(cpu) => cpu.as_slice::<f32>()?,
         _ => {
             return Err(ModelError::Unsupported(
-                "the GGUF decoders run on the CPU only".into(),
+                "internal: a CPU kernel was handed a tensor on another device".into(),
             ));
         }
     };
@@ -71,8 +83,13 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, 
     Ok(f(&data[start..start + t.elem_count()]))
 }
 
+/// Copies a 2-D tensor from any device into a matrix that leaves the crate.
 pub(crate) fn to_matrix(t: &Tensor) -> Result<F32Matrix, ModelError> {
     let (rows, cols) = t.dims2()?;
+    if !t.device().is_cpu() {
+        let data = t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        return Ok(F32Matrix::new(rows, cols, data));
+    }
     let data = with_f32(t, |s| s.to_vec())?;
     Ok(F32Matrix::new(rows, cols, data))
 }
@@ -312,9 +329,13 @@ pub(crate) enum Act {
 }
 
 /// `act(gate) * up` over a fused `n x 2f` projection output (gate first).
-pub(crate) fn gated(gate_up: &Tensor, act: Act) -> Result<Tensor, ModelError> {
+pub(crate) fn gated(gate_up: &Tensor, act: Act, ops: Ops) -> Result<Tensor, ModelError> {
     let (n, two_f) = gate_up.dims2()?;
     let f = two_f / 2;
+    if ops == Ops::Tensor {
+        let (gate, up) = (gate_up.narrow(1, 0, f)?, gate_up.narrow(1, f, f)?);
+        return Ok(crate::tensor_ops::gate(act, &gate, &up)?);
+    }
     let mut out = vec![0f32; n * f];
     with_f32(gate_up, |s| {
         out.par_chunks_mut(f).enumerate().for_each(|(p, o)| {
@@ -326,7 +347,15 @@ pub(crate) fn gated(gate_up: &Tensor, act: Act) -> Result<Tensor, ModelError> {
 }
 
 /// `act(gate) * up` over two separate outputs (the quantised path).
-pub(crate) fn gated_pair(gate: &Tensor, up: &Tensor, act: Act) -> Result<Tensor, ModelError> {
+pub(crate) fn gated_pair(
+    gate: &Tensor,
+    up: &Tensor,
+    act: Act,
+    ops: Ops,
+) -> Result<Tensor, ModelError> {
+    if ops == Ops::Tensor {
+        return Ok(crate::tensor_ops::gate(act, gate, up)?);
+    }
     let (n, f) = gate.dims2()?;
     let mut out = vec![0f32; n * f];
     with_f32(gate, |g| {

@@ -20,6 +20,7 @@ use crate::decoder_ops::{
     head_matrices, logit_positions, prepare_heads, rotary_tables, to_matrix, validate, with_f32,
 };
 use crate::gguf::{GgufFile, GgufNaming, GgufWeights, LoadOptions, WeightFormat};
+use crate::tensor_ops::{self, DecoderAttention, Ops, Rotary};
 use crate::{ForwardOutput, ForwardRequest, LanguageModel, ModelError, ModelInfo};
 
 /// Whether a layer attends to a sliding window or to the whole prefix.
@@ -267,8 +268,8 @@ struct Block {
     kind: LayerAttention,
     input_norm: Tensor,
     qkv: Qkv,
-    q_norm: Vec<f32>,
-    k_norm: Vec<f32>,
+    q_norm: HeadNorm,
+    k_norm: HeadNorm,
     o_proj: Proj,
     post_attn_norm: Tensor,
     pre_ffn_norm: Tensor,
@@ -299,6 +300,8 @@ pub struct Gemma3 {
     blocks: Vec<Block>,
     final_norm: Tensor,
     lm_head: Proj,
+    device: Device,
+    ops: Ops,
 }
 
 impl std::fmt::Debug for Gemma3 {
@@ -315,8 +318,16 @@ fn one_plus(t: Tensor) -> Result<Tensor, ModelError> {
     Ok((t + 1.0)?)
 }
 
-fn to_vec(t: &Tensor) -> Result<Vec<f32>, ModelError> {
-    with_f32(t, |s| s.to_vec())
+/// The RMSNorm weight of query and key heads, kept on the host for the CPU
+/// kernels and on the model's device for tensor ops.
+struct HeadNorm {
+    host: Vec<f32>,
+    tensor: Tensor,
+}
+
+fn head_norm(tensor: Tensor) -> Result<HeadNorm, ModelError> {
+    let host = tensor.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    Ok(HeadNorm { host, tensor })
 }
 
 impl Gemma3 {
@@ -370,11 +381,11 @@ impl Gemma3 {
                 kind: cfg.layer_types[i],
                 input_norm: one_plus(get1(&l("input_layernorm.weight"), d)?)?,
                 qkv: Qkv::Fused(Proj::dense(&Tensor::cat(&[wq, wk, wv], 0)?)?),
-                q_norm: to_vec(&one_plus(get1(
+                q_norm: head_norm(one_plus(get1(
                     &l("self_attn.q_norm.weight"),
                     cfg.head_dim,
                 )?)?)?,
-                k_norm: to_vec(&one_plus(get1(
+                k_norm: head_norm(one_plus(get1(
                     &l("self_attn.k_norm.weight"),
                     cfg.head_dim,
                 )?)?)?,
@@ -401,6 +412,7 @@ impl Gemma3 {
             blocks,
             final_norm,
             lm_head,
+            vb.device().clone(),
         ))
     }
 
@@ -428,8 +440,8 @@ impl Gemma3 {
                     qm(&l("self_attn.k_proj.weight"))?,
                     qm(&l("self_attn.v_proj.weight"))?,
                 ),
-                q_norm: to_vec(&norm(&l("self_attn.q_norm.weight"))?)?,
-                k_norm: to_vec(&norm(&l("self_attn.k_norm.weight"))?)?,
+                q_norm: head_norm(norm(&l("self_attn.q_norm.weight"))?)?,
+                k_norm: head_norm(norm(&l("self_attn.k_norm.weight"))?)?,
                 o_proj: qm(&l("self_attn.o_proj.weight"))?,
                 post_attn_norm: norm(&l("post_attention_layernorm.weight"))?,
                 pre_ffn_norm: norm(&l("pre_feedforward_layernorm.weight"))?,
@@ -454,6 +466,7 @@ impl Gemma3 {
             blocks,
             final_norm,
             lm_head,
+            device.clone(),
         ))
     }
 
@@ -464,6 +477,7 @@ impl Gemma3 {
         blocks: Vec<Block>,
         final_norm: Tensor,
         lm_head: Proj,
+        device: Device,
     ) -> Self {
         let info = ModelInfo {
             architecture: "gemma3".into(),
@@ -477,6 +491,7 @@ impl Gemma3 {
             n_params: cfg.n_params(),
             n_params_non_embedding: cfg.n_params_non_embedding(),
             causal: true,
+            device: crate::device::device_label(&device),
         };
         Self {
             cfg,
@@ -485,7 +500,16 @@ impl Gemma3 {
             blocks,
             final_norm,
             lm_head,
+            ops: Ops::for_device(&device),
+            device,
         }
+    }
+
+    /// Runs every step in candle tensor ops, as on a GPU, even on the CPU:
+    /// how the tests check the GPU path on a machine without one.
+    pub fn with_tensor_ops(mut self) -> Self {
+        self.ops = Ops::Tensor;
+        self
     }
 
     pub fn config(&self) -> &Gemma3Config {
@@ -495,13 +519,85 @@ impl Gemma3 {
     /// Token embeddings times sqrt(hidden), the scale rounded to `f32` first
     /// as transformers does.
     fn embed(&self, tokens: &[u32]) -> Result<Tensor, ModelError> {
-        let ids = Tensor::new(tokens, &Device::Cpu)?;
+        let ids = Tensor::new(tokens, &self.device)?;
         let e = match &self.embed {
             Embedding::Dense(e) => e.index_select(&ids, 0)?,
             Embedding::Quant(q) => q.embedding(&ids)?,
         };
         let scale = (self.cfg.hidden_size as f64).sqrt() as f32;
         Ok((e * scale as f64)?)
+    }
+
+    /// Attention of one block with the CPU kernels: per-head norm and rotary
+    /// applied while Q and K are copied out of the projection outputs.
+    fn cpu_attention(
+        &self,
+        block: &Block,
+        h: &Tensor,
+        spec: &AttnSpec,
+        cos: &[f32],
+        sin: &[f32],
+        keep: bool,
+    ) -> Result<(Tensor, Vec<Vec<f32>>), ModelError> {
+        let cfg = &self.cfg;
+        let n = spec.n;
+        let eps = cfg.rms_norm_eps as f32;
+        let q_width = cfg.n_heads * cfg.head_dim;
+        let kv_width = cfg.n_kv_heads * cfg.head_dim;
+        let q_prep = HeadPrep {
+            norm: Some((&block.q_norm.host, eps)),
+            cos,
+            sin,
+        };
+        let k_prep = HeadPrep {
+            norm: Some((&block.k_norm.host, eps)),
+            cos,
+            sin,
+        };
+        let (attn_out, probs) = match &block.qkv {
+            Qkv::Fused(w) => {
+                let qkv = w.forward(h)?;
+                let stride = q_width + 2 * kv_width;
+                with_f32(&qkv, |s| {
+                    let col = |offset| Cols {
+                        data: s,
+                        stride,
+                        offset,
+                    };
+                    let qh = prepare_heads(&col(0), n, cfg.n_heads, cfg.head_dim, &q_prep);
+                    let kh = prepare_heads(&col(q_width), n, cfg.n_kv_heads, cfg.head_dim, &k_prep);
+                    attention(&qh, &kh, &col(q_width + kv_width), spec, keep)
+                })?
+            }
+            Qkv::Split(wq, wk, wv) => {
+                let (q, k, v) = (wq.forward(h)?, wk.forward(h)?, wv.forward(h)?);
+                with_f32(&q, |qs| {
+                    with_f32(&k, |ks| {
+                        with_f32(&v, |vs| {
+                            let qh = prepare_heads(
+                                &Cols::whole(qs, q_width),
+                                n,
+                                cfg.n_heads,
+                                cfg.head_dim,
+                                &q_prep,
+                            );
+                            let kh = prepare_heads(
+                                &Cols::whole(ks, kv_width),
+                                n,
+                                cfg.n_kv_heads,
+                                cfg.head_dim,
+                                &k_prep,
+                            );
+                            attention(&qh, &kh, &Cols::whole(vs, kv_width), spec, keep)
+                        })
+                    })
+                })???
+            }
+        };
+        Ok((
+            Tensor::from_vec(attn_out, (n, q_width), &Device::Cpu)?,
+            probs,
+        ))
     }
 
     fn run(&self, tokens: &[u32], request: &ForwardRequest) -> Result<ForwardOutput, ModelError> {
@@ -524,10 +620,17 @@ impl Gemma3 {
         let embeddings = to_matrix(&x)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         let mut attentions = Vec::new();
+        let rotary = match self.ops {
+            Ops::Tensor => Some((
+                Rotary::new(&cos_local, &sin_local, cfg.head_dim, &self.device)?,
+                Rotary::new(&cos_global, &sin_global, cfg.head_dim, &self.device)?,
+            )),
+            Ops::CpuKernels => None,
+        };
         for block in &self.blocks {
-            let (cos, sin, window) = match block.kind {
-                LayerAttention::Sliding => (&cos_local, &sin_local, Some(cfg.sliding_window)),
-                LayerAttention::Full => (&cos_global, &sin_global, None),
+            let window = match block.kind {
+                LayerAttention::Sliding => Some(cfg.sliding_window),
+                LayerAttention::Full => None,
             };
             let spec = AttnSpec {
                 n,
@@ -538,77 +641,60 @@ impl Gemma3 {
                 softcap: cfg.attn_logit_softcapping.map(|c| c as f32),
                 window,
             };
-            let q_prep = HeadPrep {
-                norm: Some((&block.q_norm, eps)),
-                cos,
-                sin,
-            };
-            let k_prep = HeadPrep {
-                norm: Some((&block.k_norm, eps)),
-                cos,
-                sin,
-            };
             let h = candle_nn::ops::rms_norm(&x, &block.input_norm, eps)?;
-            let (attn_out, probs) = match &block.qkv {
-                Qkv::Fused(w) => {
-                    let qkv = w.forward(&h)?;
-                    let stride = q_width + 2 * kv_width;
-                    with_f32(&qkv, |s| {
-                        let col = |offset| Cols {
-                            data: s,
-                            stride,
-                            offset,
-                        };
-                        let qh = prepare_heads(&col(0), n, cfg.n_heads, cfg.head_dim, &q_prep);
-                        let kh =
-                            prepare_heads(&col(q_width), n, cfg.n_kv_heads, cfg.head_dim, &k_prep);
-                        attention(&qh, &kh, &col(q_width + kv_width), &spec, keep)
-                    })?
+            let (attn_out, probs) = match &rotary {
+                None => {
+                    let (cos, sin) = match block.kind {
+                        LayerAttention::Sliding => (&cos_local, &sin_local),
+                        LayerAttention::Full => (&cos_global, &sin_global),
+                    };
+                    self.cpu_attention(block, &h, &spec, cos, sin, keep)?
                 }
-                Qkv::Split(wq, wk, wv) => {
-                    let (q, k, v) = (wq.forward(&h)?, wk.forward(&h)?, wv.forward(&h)?);
-                    with_f32(&q, |qs| {
-                        with_f32(&k, |ks| {
-                            with_f32(&v, |vs| {
-                                let qc = Cols {
-                                    data: qs,
-                                    stride: q_width,
-                                    offset: 0,
-                                };
-                                let kc = Cols {
-                                    data: ks,
-                                    stride: kv_width,
-                                    offset: 0,
-                                };
-                                let vc = Cols {
-                                    data: vs,
-                                    stride: kv_width,
-                                    offset: 0,
-                                };
-                                let qh = prepare_heads(&qc, n, cfg.n_heads, cfg.head_dim, &q_prep);
-                                let kh =
-                                    prepare_heads(&kc, n, cfg.n_kv_heads, cfg.head_dim, &k_prep);
-                                attention(&qh, &kh, &vc, &spec, keep)
-                            })
-                        })
-                    })???
+                Some((local, global)) => {
+                    let layer = DecoderAttention {
+                        n_heads: cfg.n_heads,
+                        n_kv_heads: cfg.n_kv_heads,
+                        head_dim: cfg.head_dim,
+                        scale: spec.scale as f64,
+                        softcap: spec.softcap.map(f64::from),
+                        window,
+                        qk_norm: Some((&block.q_norm.tensor, &block.k_norm.tensor, eps)),
+                        rotary: match block.kind {
+                            LayerAttention::Sliding => local,
+                            LayerAttention::Full => global,
+                        },
+                    };
+                    let (q, k, v) = match &block.qkv {
+                        Qkv::Fused(w) => {
+                            let qkv = w.forward(&h)?;
+                            (
+                                qkv.narrow(1, 0, q_width)?,
+                                qkv.narrow(1, q_width, kv_width)?,
+                                qkv.narrow(1, q_width + kv_width, kv_width)?,
+                            )
+                        }
+                        Qkv::Split(wq, wk, wv) => {
+                            (wq.forward(&h)?, wk.forward(&h)?, wv.forward(&h)?)
+                        }
+                    };
+                    tensor_ops::decoder_attention(&q, &k, &v, &layer, keep)?
                 }
             };
             if keep {
                 attentions.push(head_matrices(probs, n, request));
             }
-            let attn_out = Tensor::from_vec(attn_out, (n, q_width), &Device::Cpu)?;
             let o = block.o_proj.forward(&attn_out)?;
             x = (x + candle_nn::ops::rms_norm(&o, &block.post_attn_norm, eps)?)?;
             let h = candle_nn::ops::rms_norm(&x, &block.pre_ffn_norm, eps)?;
             let m = match &block.mlp {
                 Mlp::Fused { gate_up, down } => {
-                    down.forward(&gated(&gate_up.forward(&h)?, Act::GeluTanh)?)?
+                    down.forward(&gated(&gate_up.forward(&h)?, Act::GeluTanh, self.ops)?)?
                 }
                 Mlp::Split { gate, up, down } => down.forward(&gated_pair(
                     &gate.forward(&h)?,
                     &up.forward(&h)?,
                     Act::GeluTanh,
+                    self.ops,
                 )?)?,
             };
             x = (x + candle_nn::ops::rms_norm(&m, &block.post_ffn_norm, eps)?)?;
@@ -623,7 +709,7 @@ impl Gemma3 {
             let idx = Tensor::from_vec(
                 positions.iter().map(|&p| p as u32).collect::<Vec<_>>(),
                 positions.len(),
-                &Device::Cpu,
+                &self.device,
             )?;
             let rows = normed.index_select(&idx, 0)?;
             let mut logits = self.lm_head.forward(&rows)?;

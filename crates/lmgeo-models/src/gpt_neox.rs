@@ -19,6 +19,7 @@ use crate::hf_common::{
     last_rows, pad_batch, read_json, split_sequences, with_f32_data,
 };
 use crate::init::{gpt_neox_rule, random_var_builder};
+use crate::tensor_ops::{self, Ops, Rotary, Visibility};
 use crate::{
     F32Matrix, ForwardOutput, ForwardRequest, LanguageModel, LogitsCapture, ModelError, ModelInfo,
 };
@@ -190,6 +191,8 @@ struct Context<'a> {
     lengths: &'a [usize],
     /// The probability rows to return; `None` keeps none.
     capture: Option<&'a RowSelection>,
+    /// The rotary tables on the model's device, when it runs tensor ops.
+    rotary: Option<Rotary>,
 }
 
 /// A GPT-NeoX causal language model.
@@ -203,21 +206,36 @@ pub struct GptNeoX {
     /// row-major product for gemm); `None` for a bare `GPTNeoXModel` checkpoint.
     unembedding_t: Option<Tensor>,
     device: Device,
+    ops: Ops,
 }
 
 impl GptNeoX {
     /// Loads weights from a Hugging Face folder (config.json plus safetensors,
     /// sharded safetensors or PyTorch `.bin` files).
     pub fn from_folder(dir: &Path) -> Result<Self, ModelError> {
+        Self::from_folder_on(dir, &Device::Cpu)
+    }
+
+    /// Like [`Self::from_folder`], with the weights on `device`.
+    pub fn from_folder_on(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let config = GptNeoXConfig::from_file(&dir.join("config.json"))?;
-        let vb = crate::hf_folder::weights_var_builder(dir, DType::F32, &Device::Cpu)?;
+        let vb = crate::hf_folder::weights_var_builder(dir, DType::F32, device)?;
         Self::from_var_builder(config, vb, dir, &dir.display().to_string())
     }
 
     /// A model of this config with transformers-style random weights: every tensor
     /// is drawn from `(seed, tensor name)` (see [`crate::init`]).
     pub fn from_config_random(config: GptNeoXConfig, seed: u64) -> Result<Self, ModelError> {
-        let vb = random_var_builder(seed, DType::F32, &Device::Cpu, gpt_neox_rule(&config));
+        Self::from_config_random_on(config, seed, &Device::Cpu)
+    }
+
+    /// Like [`Self::from_config_random`], with the weights on `device`.
+    pub fn from_config_random_on(
+        config: GptNeoXConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let vb = random_var_builder(seed, DType::F32, device, gpt_neox_rule(&config));
         let name = format!("gpt_neox (random, seed {seed})");
         Self::from_var_builder(config, vb, Path::new("<random>"), &name)
     }
@@ -231,13 +249,6 @@ impl GptNeoX {
         origin: &Path,
         name: &str,
     ) -> Result<Self, ModelError> {
-        if !vb.device().is_cpu() {
-            // The attention core and the elementwise kernels work on CPU memory.
-            return Err(ModelError::Unsupported(format!(
-                "GPT-NeoX runs on the CPU only (got {:?})",
-                vb.device()
-            )));
-        }
         let t = Tensors {
             vb,
             origin: origin.to_path_buf(),
@@ -300,6 +311,7 @@ impl GptNeoX {
             n_params: config.n_params(),
             n_params_non_embedding: config.n_params_non_embedding(),
             causal: true,
+            device: crate::device::device_label(t.vb.device()),
         };
         Ok(Self {
             config,
@@ -308,12 +320,20 @@ impl GptNeoX {
             blocks,
             final_norm,
             unembedding_t,
+            ops: Ops::for_device(t.vb.device()),
             device: t.vb.device().clone(),
         })
     }
 
     pub fn config(&self) -> &GptNeoXConfig {
         &self.config
+    }
+
+    /// Runs every step in candle tensor ops, as on a GPU, even on the CPU:
+    /// how the tests check the GPU path on a machine without one.
+    pub fn with_tensor_ops(mut self) -> Self {
+        self.ops = Ops::Tensor;
+        self
     }
 
     /// Replaces the human-readable name reported in [`ModelInfo::name`].
@@ -346,30 +366,50 @@ impl GptNeoX {
             head_dim: self.config.head_dim(),
             per_head_interleaved: true,
         };
-        // A fresh tensor, so rotating its q and k channels in place is safe.
         let qkv = block
             .qkv
             .forward(&block.input_norm.forward(x)?)?
             .contiguous()?;
-        if self.config.rotary_ndims() > 0 {
-            qkv.inplace_op1(&RopeInPlace {
-                layout,
-                cos: ctx.cos,
-                sin: ctx.sin,
-            })?;
-        }
         let scale = 1.0 / (layout.head_dim as f32).sqrt();
-        let attended = with_f32_data(&qkv, |data| {
-            attend(data, layout, ctx.lengths, true, scale, ctx.capture)
-        })?;
-        let context = Tensor::from_vec(attended.context, (b, n, h), &self.device)?;
+        let (context, probs) = match self.ops {
+            Ops::CpuKernels => {
+                // `qkv` is a fresh tensor, so rotating its q and k channels in place is safe.
+                if self.config.rotary_ndims() > 0 {
+                    qkv.inplace_op1(&RopeInPlace {
+                        layout,
+                        cos: ctx.cos,
+                        sin: ctx.sin,
+                    })?;
+                }
+                let attended = with_f32_data(&qkv, |data| {
+                    attend(data, layout, ctx.lengths, true, scale, ctx.capture)
+                })?;
+                let context = Tensor::from_vec(attended.context, (b, n, h), &self.device)?;
+                (context, attended.probs)
+            }
+            Ops::Tensor => {
+                let visibility = Visibility {
+                    causal: true,
+                    window: None,
+                    lengths: ctx.lengths,
+                };
+                tensor_ops::fused_attention(
+                    &qkv,
+                    layout,
+                    &visibility,
+                    scale as f64,
+                    ctx.rotary.as_ref(),
+                    ctx.capture,
+                )?
+            }
+        };
         let attn = block.dense.forward(&context)?;
         let mlp = |y: &Tensor| {
             block.mlp_out.forward(
                 &self
                     .config
                     .hidden_act
-                    .apply_to_fresh(block.mlp_in.forward(y)?)?,
+                    .apply_with(block.mlp_in.forward(y)?, self.ops)?,
             )
         };
         let out = if self.config.use_parallel_residual {
@@ -379,7 +419,7 @@ impl GptNeoX {
             let y = (attn + x)?;
             (mlp(&block.post_attention_norm.forward(&y)?)? + y)?
         };
-        Ok((out, attended.probs))
+        Ok((out, probs))
     }
 
     fn run(
@@ -411,6 +451,15 @@ impl GptNeoX {
             sin: &sin,
             lengths: &lengths,
             capture: selection.as_ref(),
+            rotary: match self.ops {
+                Ops::Tensor if self.config.rotary_ndims() > 0 => Some(Rotary::new(
+                    &cos,
+                    &sin,
+                    self.config.rotary_ndims(),
+                    &self.device,
+                )?),
+                _ => None,
+            },
         };
 
         let mut x = self.embed_in.forward(&ids)?;

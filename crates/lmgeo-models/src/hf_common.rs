@@ -35,12 +35,29 @@ impl Activation {
         if self == Self::GeluErf && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
             return self.apply_to_fresh(x.copy()?);
         }
+        self.apply_tensor_op(x)
+    }
+
+    /// candle's own op, on any device.
+    fn apply_tensor_op(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::GeluErf => x.gelu_erf(),
             // candle's `gelu` is the tanh approximation.
             Self::GeluTanh => x.gelu(),
             Self::Relu => x.relu(),
             Self::Silu => x.silu(),
+        }
+    }
+
+    /// Applies the activation to a fresh result the way `ops` says.
+    pub(crate) fn apply_with(
+        self,
+        x: Tensor,
+        ops: crate::tensor_ops::Ops,
+    ) -> candle_core::Result<Tensor> {
+        match ops {
+            crate::tensor_ops::Ops::CpuKernels => self.apply_to_fresh(x),
+            crate::tensor_ops::Ops::Tensor => self.apply_tensor_op(&x),
         }
     }
 

@@ -202,18 +202,28 @@ pub fn load_hf_folder(
     dir: &Path,
     weights: Weights,
 ) -> Result<(Box<dyn LanguageModel>, Option<Box<dyn TextTokenizer>>), ModelError> {
+    load_hf_folder_on(dir, weights, &Device::Cpu)
+}
+
+/// Like [`load_hf_folder`], with the weights on `device`.
+#[allow(clippy::type_complexity)]
+pub fn load_hf_folder_on(
+    dir: &Path,
+    weights: Weights,
+    device: &Device,
+) -> Result<(Box<dyn LanguageModel>, Option<Box<dyn TextTokenizer>>), ModelError> {
     let config_path = dir.join("config.json");
     let kind = model_type(dir)?;
     let label = dir.display().to_string();
     let model: Box<dyn LanguageModel> = match (kind.as_str(), weights) {
-        ("gpt_neox", Weights::Pretrained) => Box::new(GptNeoX::from_folder(dir)?),
+        ("gpt_neox", Weights::Pretrained) => Box::new(GptNeoX::from_folder_on(dir, device)?),
         ("gpt_neox", Weights::Random { seed }) => Box::new(
-            GptNeoX::from_config_random(GptNeoXConfig::from_file(&config_path)?, seed)?
+            GptNeoX::from_config_random_on(GptNeoXConfig::from_file(&config_path)?, seed, device)?
                 .with_name(format!("{label} (random init, seed {seed})")),
         ),
-        ("bert", Weights::Pretrained) => Box::new(Bert::from_folder(dir)?),
+        ("bert", Weights::Pretrained) => Box::new(Bert::from_folder_on(dir, device)?),
         ("bert", Weights::Random { seed }) => Box::new(
-            Bert::from_config_random(BertConfig::from_file(&config_path)?, seed)?
+            Bert::from_config_random_on(BertConfig::from_file(&config_path)?, seed, device)?
                 .with_name(format!("{label} (random init, seed {seed})")),
         ),
         (other, _) => {

@@ -13,6 +13,7 @@ mod output;
 mod attention;
 pub mod bert;
 mod cpu_kernels;
+mod device;
 pub mod gpt_neox;
 mod hf_common;
 pub mod hf_folder;
@@ -20,12 +21,14 @@ pub mod hf_tokenizer;
 pub mod init;
 pub mod load;
 pub mod source;
+mod tensor_ops;
 
 pub use error::ModelError;
 pub use matrix::F32Matrix;
 pub use output::{AttentionCapture, ForwardOutput, ForwardRequest, LogitsCapture, ModelInfo};
 
 pub use bert::{Bert, BertConfig};
+pub use device::DeviceChoice;
 pub use gpt_neox::{GptNeoX, GptNeoXConfig};
 pub use hf_common::Activation;
 pub use hf_folder::{Weights, load_hf_folder};
@@ -33,6 +36,7 @@ pub use hf_tokenizer::HfTokenizer;
 pub use init::{InitRule, random_var_builder};
 pub use load::{LoadedModel, load_model, registry_digest};
 pub use source::{HubOptions, ModelSource, fetch_hub_folder};
+pub use tensor_ops::Ops;
 
 /// A model that can run one token sequence and report every layer.
 pub trait LanguageModel: Send + Sync {

@@ -17,6 +17,7 @@ use crate::decoder_ops::{
     head_matrices, logit_positions, prepare_heads, rotary_tables, to_matrix, validate, with_f32,
 };
 use crate::gguf::{GgufFile, GgufNaming, GgufWeights, LoadOptions, WeightFormat};
+use crate::tensor_ops::{self, DecoderAttention, Ops, Rotary};
 use crate::{ForwardOutput, ForwardRequest, LanguageModel, ModelError, ModelInfo};
 
 /// The hyper-parameters of a Llama-family model, as in Hugging Face's
@@ -207,6 +208,8 @@ pub struct Llama {
     blocks: Vec<Block>,
     final_norm: Tensor,
     lm_head: Proj,
+    device: Device,
+    ops: Ops,
 }
 
 impl std::fmt::Debug for Llama {
@@ -299,6 +302,7 @@ impl Llama {
             blocks,
             final_norm,
             lm_head,
+            vb.device().clone(),
         ))
     }
 
@@ -345,6 +349,7 @@ impl Llama {
             blocks,
             final_norm,
             lm_head,
+            device.clone(),
         ))
     }
 
@@ -355,6 +360,7 @@ impl Llama {
         blocks: Vec<Block>,
         final_norm: Tensor,
         lm_head: Proj,
+        device: Device,
     ) -> Self {
         let info = ModelInfo {
             architecture: "llama".into(),
@@ -368,6 +374,7 @@ impl Llama {
             n_params: cfg.n_params(),
             n_params_non_embedding: cfg.n_params_non_embedding(),
             causal: true,
+            device: crate::device::device_label(&device),
         };
         Self {
             cfg,
@@ -376,6 +383,8 @@ impl Llama {
             blocks,
             final_norm,
             lm_head,
+            ops: Ops::for_device(&device),
+            device,
         }
     }
 
@@ -383,12 +392,79 @@ impl Llama {
         &self.cfg
     }
 
+    /// Runs every step in candle tensor ops, as on a GPU, even on the CPU:
+    /// how the tests check the GPU path on a machine without one.
+    pub fn with_tensor_ops(mut self) -> Self {
+        self.ops = Ops::Tensor;
+        self
+    }
+
     fn embed(&self, tokens: &[u32]) -> Result<Tensor, ModelError> {
-        let ids = Tensor::new(tokens, &Device::Cpu)?;
+        let ids = Tensor::new(tokens, &self.device)?;
         Ok(match &self.embed {
             Embedding::Dense(e) => e.index_select(&ids, 0)?,
             Embedding::Quant(q) => q.embedding(&ids)?,
         })
+    }
+
+    /// Attention of one block with the CPU kernels, reading Q, K and V
+    /// straight out of the projection outputs.
+    fn cpu_attention(
+        &self,
+        block: &Block,
+        h: &Tensor,
+        spec: &AttnSpec,
+        prep: &HeadPrep<'_>,
+        keep: bool,
+    ) -> Result<(Tensor, Vec<Vec<f32>>), ModelError> {
+        let cfg = &self.cfg;
+        let n = spec.n;
+        let q_width = cfg.n_heads * cfg.head_dim;
+        let kv_width = cfg.n_kv_heads * cfg.head_dim;
+        let (attn_out, probs) = match &block.qkv {
+            Qkv::Fused(w) => {
+                let qkv = w.forward(h)?;
+                let stride = q_width + 2 * kv_width;
+                with_f32(&qkv, |s| {
+                    let col = |offset| Cols {
+                        data: s,
+                        stride,
+                        offset,
+                    };
+                    let qh = prepare_heads(&col(0), n, cfg.n_heads, cfg.head_dim, prep);
+                    let kh = prepare_heads(&col(q_width), n, cfg.n_kv_heads, cfg.head_dim, prep);
+                    attention(&qh, &kh, &col(q_width + kv_width), spec, keep)
+                })?
+            }
+            Qkv::Split(wq, wk, wv) => {
+                let (q, k, v) = (wq.forward(h)?, wk.forward(h)?, wv.forward(h)?);
+                with_f32(&q, |qs| {
+                    with_f32(&k, |ks| {
+                        with_f32(&v, |vs| {
+                            let qh = prepare_heads(
+                                &Cols::whole(qs, q_width),
+                                n,
+                                cfg.n_heads,
+                                cfg.head_dim,
+                                prep,
+                            );
+                            let kh = prepare_heads(
+                                &Cols::whole(ks, kv_width),
+                                n,
+                                cfg.n_kv_heads,
+                                cfg.head_dim,
+                                prep,
+                            );
+                            attention(&qh, &kh, &Cols::whole(vs, kv_width), spec, keep)
+                        })
+                    })
+                })???
+            }
+        };
+        Ok((
+            Tensor::from_vec(attn_out, (n, q_width), &Device::Cpu)?,
+            probs,
+        ))
     }
 
     fn run(&self, tokens: &[u32], request: &ForwardRequest) -> Result<ForwardOutput, ModelError> {
@@ -419,76 +495,55 @@ impl Llama {
         let embeddings = to_matrix(&x)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         let mut attentions = Vec::new();
+        let rotary = match self.ops {
+            Ops::Tensor => Some(Rotary::new(&cos, &sin, cfg.head_dim, &self.device)?),
+            Ops::CpuKernels => None,
+        };
         for block in &self.blocks {
             let h = candle_nn::ops::rms_norm(&x, &block.input_norm, eps)?;
-            let (attn_out, probs) = match &block.qkv {
-                Qkv::Fused(w) => {
-                    let qkv = w.forward(&h)?;
-                    let stride = q_width + 2 * kv_width;
-                    with_f32(&qkv, |s| {
-                        let col = |offset| Cols {
-                            data: s,
-                            stride,
-                            offset,
-                        };
-                        let qh = prepare_heads(&col(0), n, cfg.n_heads, cfg.head_dim, &prep);
-                        let kh =
-                            prepare_heads(&col(q_width), n, cfg.n_kv_heads, cfg.head_dim, &prep);
-                        attention(&qh, &kh, &col(q_width + kv_width), &spec, keep)
-                    })?
-                }
-                Qkv::Split(wq, wk, wv) => {
-                    let (q, k, v) = (wq.forward(&h)?, wk.forward(&h)?, wv.forward(&h)?);
-                    with_f32(&q, |qs| {
-                        with_f32(&k, |ks| {
-                            with_f32(&v, |vs| {
-                                let qh = prepare_heads(
-                                    &Cols {
-                                        data: qs,
-                                        stride: q_width,
-                                        offset: 0,
-                                    },
-                                    n,
-                                    cfg.n_heads,
-                                    cfg.head_dim,
-                                    &prep,
-                                );
-                                let kh = prepare_heads(
-                                    &Cols {
-                                        data: ks,
-                                        stride: kv_width,
-                                        offset: 0,
-                                    },
-                                    n,
-                                    cfg.n_kv_heads,
-                                    cfg.head_dim,
-                                    &prep,
-                                );
-                                let vc = Cols {
-                                    data: vs,
-                                    stride: kv_width,
-                                    offset: 0,
-                                };
-                                attention(&qh, &kh, &vc, &spec, keep)
-                            })
-                        })
-                    })???
+            let (attn_out, probs) = match &rotary {
+                None => self.cpu_attention(block, &h, &spec, &prep, keep)?,
+                Some(rotary) => {
+                    let layer = DecoderAttention {
+                        n_heads: cfg.n_heads,
+                        n_kv_heads: cfg.n_kv_heads,
+                        head_dim: cfg.head_dim,
+                        scale: spec.scale as f64,
+                        softcap: None,
+                        window: None,
+                        qk_norm: None,
+                        rotary,
+                    };
+                    let (q, k, v) = match &block.qkv {
+                        Qkv::Fused(w) => {
+                            let qkv = w.forward(&h)?;
+                            (
+                                qkv.narrow(1, 0, q_width)?,
+                                qkv.narrow(1, q_width, kv_width)?,
+                                qkv.narrow(1, q_width + kv_width, kv_width)?,
+                            )
+                        }
+                        Qkv::Split(wq, wk, wv) => {
+                            (wq.forward(&h)?, wk.forward(&h)?, wv.forward(&h)?)
+                        }
+                    };
+                    tensor_ops::decoder_attention(&q, &k, &v, &layer, keep)?
                 }
             };
             if keep {
                 attentions.push(head_matrices(probs, n, request));
             }
-            let attn_out = Tensor::from_vec(attn_out, (n, q_width), &Device::Cpu)?;
             x = (x + block.o_proj.forward(&attn_out)?)?;
             let h = candle_nn::ops::rms_norm(&x, &block.post_attn_norm, eps)?;
             let act = match &block.mlp {
                 Mlp::Fused { gate_up, down } => {
-                    down.forward(&gated(&gate_up.forward(&h)?, Act::Silu)?)?
+                    down.forward(&gated(&gate_up.forward(&h)?, Act::Silu, self.ops)?)?
                 }
                 Mlp::Split { gate, up, down } => down.forward(&gated_pair(
                     &gate.forward(&h)?,
                     &up.forward(&h)?,
                     Act::Silu,
+                    self.ops,
                 )?)?,
             };
             x = (x + act)?;
@@ -503,7 +558,7 @@ impl Llama {
             let idx = Tensor::from_vec(
                 positions.iter().map(|&p| p as u32).collect::<Vec<_>>(),
                 positions.len(),
-                &Device::Cpu,
+                &self.device,
             )?;
             let rows = normed.index_select(&idx, 0)?;
             Some(to_matrix(&self.lm_head.forward(&rows)?)?)

@@ -6,12 +6,13 @@ use candle_core::{DType, Device};
 
 use crate::gguf::{GgufFile, LoadOptions};
 use crate::gguf_tokenizer::GgufTokenizer;
+use crate::hf_folder::load_hf_folder_on;
 use crate::init::{gemma3_rule, llama_rule, random_var_builder};
 use crate::registry::{FetchProgress, ensure_model};
 use crate::source::{HubOptions, ModelSource, fetch_hub_folder};
 use crate::{
-    Gemma3, Gemma3Config, LanguageModel, Llama, LlamaConfig, ModelError, TextTokenizer, Weights,
-    load_hf_folder,
+    DeviceChoice, Gemma3, Gemma3Config, LanguageModel, Llama, LlamaConfig, ModelError,
+    TextTokenizer, Weights,
 };
 
 /// A loaded model with the tokenizer that goes with it.
@@ -21,24 +22,27 @@ pub struct LoadedModel {
 }
 
 /// Loads a model from a local folder or GGUF file, a Hub id, or a registry
-/// name (fetched into `models_dir` on first use, reporting to `progress`).
+/// name (fetched into `models_dir` on first use, reporting to `progress`),
+/// with its weights on `device`.
 pub fn load_model(
     source: &ModelSource,
     weights: Weights,
+    device: DeviceChoice,
     models_dir: &Path,
     progress: &dyn Fn(FetchProgress),
 ) -> Result<LoadedModel, ModelError> {
     let label = source.to_string();
+    let device = device.resolve()?;
     let (model, tokenizer) = match source {
-        ModelSource::Local(path) => load_path(path, weights)?,
+        ModelSource::Local(path) => load_path(path, weights, &device)?,
         ModelSource::Hub { repo, revision } => {
             let dir =
                 fetch_hub_folder(repo, revision.as_deref(), weights, &HubOptions::from_env())?;
-            load_hf_folder(&dir, weights)?
+            load_hf_folder_on(&dir, weights, &device)?
         }
         ModelSource::Registry(name) => {
             let path = ensure_model(name, models_dir, progress)?;
-            load_path(&path, weights)?
+            load_path(&path, weights, &device)?
         }
     };
     let tokenizer = tokenizer.ok_or_else(|| ModelError::Source {
@@ -63,11 +67,12 @@ pub fn registry_digest(name: &str) -> Result<String, ModelError> {
 fn load_path(
     path: &Path,
     weights: Weights,
+    device: &Device,
 ) -> Result<(Box<dyn LanguageModel>, Option<Box<dyn TextTokenizer>>), ModelError> {
     if path.is_dir() {
-        load_hf_folder(path, weights)
+        load_hf_folder_on(path, weights, device)
     } else if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
-        let (model, tokenizer) = load_gguf(path, weights)?;
+        let (model, tokenizer) = load_gguf(path, weights, device)?;
         Ok((model, Some(tokenizer)))
     } else if path.is_file() {
         Err(ModelError::Unsupported(format!(
@@ -88,29 +93,30 @@ fn load_path(
 pub fn load_gguf(
     path: &Path,
     weights: Weights,
+    device: &Device,
 ) -> Result<(Box<dyn LanguageModel>, Box<dyn TextTokenizer>), ModelError> {
     let file = GgufFile::open(path)?;
+    let options = LoadOptions {
+        device: device.clone(),
+        ..LoadOptions::default()
+    };
     let tokenizer: Box<dyn TextTokenizer> = Box::new(GgufTokenizer::from_gguf(&file)?);
     let name = path.display().to_string();
     let model: Box<dyn LanguageModel> = match (file.architecture()?, weights) {
-        ("llama", Weights::Pretrained) => {
-            Box::new(Llama::from_gguf(path, &LoadOptions::default())?)
-        }
+        ("llama", Weights::Pretrained) => Box::new(Llama::from_gguf(path, &options)?),
         ("llama", Weights::Random { seed }) => {
             let config = LlamaConfig::from_gguf(&file)?;
-            let vb = random_var_builder(seed, DType::F32, &Device::Cpu, llama_rule(&config));
+            let vb = random_var_builder(seed, DType::F32, device, llama_rule(&config));
             Box::new(Llama::load(
                 vb,
                 config,
                 &format!("{name} (random init, seed {seed})"),
             )?)
         }
-        ("gemma3", Weights::Pretrained) => {
-            Box::new(Gemma3::from_gguf(path, &LoadOptions::default())?)
-        }
+        ("gemma3", Weights::Pretrained) => Box::new(Gemma3::from_gguf(path, &options)?),
         ("gemma3", Weights::Random { seed }) => {
             let config = Gemma3Config::from_gguf(&file)?;
-            let vb = random_var_builder(seed, DType::F32, &Device::Cpu, gemma3_rule(&config));
+            let vb = random_var_builder(seed, DType::F32, device, gemma3_rule(&config));
             Box::new(Gemma3::load(
                 vb,
                 config,

@@ -19,6 +19,8 @@ pub struct ModelInfo {
     pub n_params_non_embedding: u64,
     /// Decoder with a causal mask (true) or bidirectional encoder (false).
     pub causal: bool,
+    /// Where it runs: `cpu` or `cuda:N`.
+    pub device: String,
 }
 
 /// Which attention probabilities to return.

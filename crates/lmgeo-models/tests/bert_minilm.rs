@@ -57,7 +57,16 @@ fn text_ids(g: &Golden, t: usize) -> Vec<u32> {
 
 #[test]
 fn fingerprints_match_transformers() {
-    let model = Bert::from_folder(&minilm_dir()).unwrap();
+    fingerprints(Bert::from_folder(&minilm_dir()).unwrap());
+}
+
+/// The tensor-ops path (what runs on a GPU) on the CPU, to the same tolerances.
+#[test]
+fn tensor_ops_fingerprints_match_transformers() {
+    fingerprints(Bert::from_folder(&minilm_dir()).unwrap().with_tensor_ops());
+}
+
+fn fingerprints(model: Bert) {
     let (g, meta) = golden();
     let n_texts = meta["fingerprint_texts"].as_array().unwrap().len();
     let (h, heads) = (model.info().hidden_size, model.info().n_heads);
@@ -259,7 +268,16 @@ fn tokenizer_ids_match_transformers() {
 /// each matrix's largest entry.
 #[test]
 fn batched_forward_equals_single() {
-    let model = Bert::from_folder(&minilm_dir()).unwrap();
+    batched_equals_single(Bert::from_folder(&minilm_dir()).unwrap());
+}
+
+/// The same with tensor ops: padding hidden by the additive key mask.
+#[test]
+fn tensor_ops_batched_forward_equals_single() {
+    batched_equals_single(Bert::from_folder(&minilm_dir()).unwrap().with_tensor_ops());
+}
+
+fn batched_equals_single(model: Bert) {
     let (g, meta) = golden();
     let n_texts = meta["fingerprint_texts"].as_array().unwrap().len();
     let texts: Vec<Vec<u32>> = (0..n_texts).map(|t| text_ids(&g, t)).collect();

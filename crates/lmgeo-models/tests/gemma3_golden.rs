@@ -64,6 +64,15 @@ fn gemma3_matches_transformers_layer_by_layer() {
     check_fingerprints(&m, &g, &TOL);
 }
 
+/// The tensor-ops path (what runs on a GPU) on the CPU, against the same
+/// fixtures and tolerances.
+#[test]
+fn gemma3_tensor_ops_match_transformers_layer_by_layer() {
+    let g = golden("gemma3");
+    check_fingerprints(&model().with_tensor_ops(), &g, &TOL);
+    check_greedy(&model().with_tensor_ops(), &g);
+}
+
 #[test]
 fn gemma3_greedy_matches_transformers() {
     let g = golden("gemma3");

@@ -14,7 +14,7 @@ mod hf_support;
 use hf_support::{Golden, Worst, fixtures, read_json};
 use lmgeo_models::{
     AttentionCapture, ForwardRequest, GptNeoX, GptNeoXConfig, LanguageModel, LogitsCapture,
-    ModelError,
+    ModelError, Ops,
 };
 
 const TOL: f32 = 1e-4;
@@ -42,8 +42,12 @@ fn sequences(meta: &serde_json::Value) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn all_stages(name: &str) {
+fn all_stages(name: &str, ops: Ops) {
     let (model, golden, meta) = fixture(name);
+    let model = match ops {
+        Ops::Tensor => model.with_tensor_ops(),
+        Ops::CpuKernels => model,
+    };
     let info = model.info().clone();
     let mut worst = Worst::new(&format!("gpt_neox/{name} hidden"), TOL);
     let mut worst_att = Worst::new(&format!("gpt_neox/{name} attention"), TOL);
@@ -119,12 +123,20 @@ fn all_stages(name: &str) {
 
 #[test]
 fn parallel_residual_matches_transformers() {
-    all_stages("parallel");
+    all_stages("parallel", Ops::CpuKernels);
+}
+
+/// The tensor-ops path (what runs on a GPU) on the CPU: partial rotary, both
+/// residual forms, tied and untied unembeddings, to the same tolerance.
+#[test]
+fn tensor_ops_match_transformers() {
+    all_stages("parallel", Ops::Tensor);
+    all_stages("sequential", Ops::Tensor);
 }
 
 #[test]
 fn sequential_residual_tied_sharded_matches_transformers() {
-    all_stages("sequential");
+    all_stages("sequential", Ops::CpuKernels);
 }
 
 #[test]
@@ -347,8 +359,16 @@ fn missing_weights_are_typed_errors() {
 /// largest entry (the causal mask already keeps padding out of real rows).
 #[test]
 fn batched_forward_equals_single() {
-    for name in ["parallel", "sequential"] {
+    for (name, ops) in [
+        ("parallel", Ops::CpuKernels),
+        ("sequential", Ops::CpuKernels),
+        ("parallel", Ops::Tensor),
+    ] {
         let (model, _, meta) = fixture(name);
+        let model = match ops {
+            Ops::Tensor => model.with_tensor_ops(),
+            Ops::CpuKernels => model,
+        };
         let seqs = sequences(&meta);
         let batch: Vec<&[u32]> = seqs.iter().rev().map(Vec::as_slice).collect();
         for request in [

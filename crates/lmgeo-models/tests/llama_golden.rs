@@ -58,6 +58,15 @@ fn llama_smollm2_matches_transformers_layer_by_layer() {
     check_fingerprints(&m, &g, &TOL);
 }
 
+/// The tensor-ops path (what runs on a GPU) on the CPU, against the same
+/// fixtures and tolerances.
+#[test]
+fn llama_smollm2_tensor_ops_match_transformers_layer_by_layer() {
+    let g = golden("smollm2");
+    check_fingerprints(&model().with_tensor_ops(), &g, &TOL);
+    check_greedy(&model().with_tensor_ops(), &g);
+}
+
 #[test]
 fn llama_smollm2_greedy_matches_transformers() {
     let g = golden("smollm2");

@@ -69,6 +69,10 @@ pub struct AblateParams {
     pub weights: WeightsParam,
     #[serde(default)]
     pub seed: u64,
+    /// Where the model runs; never serialised, so never in the key (see
+    /// [`crate::model::DEVICE_DOC`]).
+    #[serde(default = "crate::model::default_device", skip_serializing)]
+    pub device: String,
     /// Tokenization, exactly as in `extract` (positions must mean the same).
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
@@ -170,6 +174,7 @@ impl Node for Ablate {
         "remove or keep the top-k context tokens (Lasso, attention, random) and measure the change";
 
     fn interface(&self, p: &AblateParams) -> Result<Interface, ParamError> {
+        crate::model::check_device(&p.device)?;
         if p.methods.is_empty() {
             return Err(ParamError::field("methods", "is empty"));
         }
@@ -429,6 +434,7 @@ impl Ablate {
             model: p.model.clone(),
             weights: p.weights,
             seed: p.seed,
+            device: p.device.clone(),
         }
     }
 

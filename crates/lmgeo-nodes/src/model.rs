@@ -9,7 +9,8 @@ use lmgeo_dag::{
 };
 use lmgeo_models::source::ModelSource;
 use lmgeo_models::{
-    AttentionCapture, ForwardOutput, ForwardRequest, LoadedModel, LogitsCapture, Weights,
+    AttentionCapture, DeviceChoice, ForwardOutput, ForwardRequest, LoadedModel, LogitsCapture,
+    Weights,
 };
 use lmgeo_tables::{
     AttentionReader, AttentionRow, AttentionWriter, Cell, EmbeddingReader, EmbeddingWriter,
@@ -75,6 +76,24 @@ pub struct ModelChoice {
     pub weights: WeightsParam,
     /// Seed of the random initialisation.
     pub seed: u64,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (not part of any key: see
+    /// [`DEVICE_DOC`]).
+    pub device: String,
+}
+
+/// Why the device is left out of cache keys.
+pub const DEVICE_DOC: &str = "Where the model runs: \"cpu\" (default), \"cuda\", \"cuda:N\"     or \"auto\". Not part of the cache key: the GPU path agrees with the CPU path     within the tolerance the model tests hold both to against transformers     (see crates/lmgeo-models/BENCHMARKS.md), so a result computed on either     serves both.";
+
+pub fn default_device() -> String {
+    "cpu".into()
+}
+
+/// Checks a `device` parameter when the experiment is planned, not when the
+/// model loads.
+pub fn check_device(device: &str) -> Result<DeviceChoice, ParamError> {
+    device
+        .parse::<DeviceChoice>()
+        .map_err(|e| ParamError::field("device", e.to_string()))
 }
 
 impl ModelChoice {
@@ -137,9 +156,11 @@ impl ModelChoice {
             }
             _ => {}
         };
+        let device = check_device(&self.device).map_err(|e| NodeError::msg(e.message))?;
         Ok(lmgeo_models::load_model(
             &source,
             self.weights(),
+            device,
             &models_dir(),
             &report,
         )?)
@@ -235,6 +256,9 @@ pub struct ExtractParams {
     /// first piece not yet stored.
     #[serde(default = "default_chunk")]
     pub chunk_texts: usize,
+    /// See [`DEVICE_DOC`]; never serialised, so never in the key.
+    #[serde(default = "default_device", skip_serializing)]
+    pub device: String,
 }
 
 impl ExtractParams {
@@ -243,6 +267,7 @@ impl ExtractParams {
             model: self.model.clone(),
             weights: self.weights,
             seed: self.seed,
+            device: self.device.clone(),
         }
     }
 
@@ -274,6 +299,7 @@ impl Node for Extract {
             return Err(ParamError::field("max_tokens", "must be at least 2"));
         }
         p.layers.check("layers")?;
+        check_device(&p.device)?;
         let mut interface = Interface {
             inputs: vec![InputPort::one(
                 "texts",
@@ -321,6 +347,7 @@ impl Node for Extract {
         let metadata = vec![
             ("lmgeo.model".to_string(), p.model.clone()),
             ("lmgeo.architecture".to_string(), info.architecture.clone()),
+            ("lmgeo.device".to_string(), info.device.clone()),
             ("lmgeo.n_layers".to_string(), n_layers.to_string()),
             (
                 "lmgeo.final_norm_layer".to_string(),
