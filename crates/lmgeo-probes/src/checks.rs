@@ -114,3 +114,15 @@ pub(crate) fn context_and_token(context: MatRef<'_, f64>, new: &[f64]) -> Result
     )?;
     finite_vector("new token", new)
 }
+
+/// A computed result that must be finite. Validated finite input can still
+/// overflow (entries near `1e154` square to infinity in a Gram matrix);
+/// that is reported instead of returned as an infinity or a NaN.
+pub(crate) fn finite_output(what: &str, value: f64) -> Result<f64> {
+    if !value.is_finite() {
+        return Err(ProbeError::Numerical(format!(
+            "{what} is {value}: the input overflowed f64 (rescale it)"
+        )));
+    }
+    Ok(value)
+}

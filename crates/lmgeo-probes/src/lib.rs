@@ -44,6 +44,23 @@
 //!   [`distance::mean_cosine_distance`], [`distance::euclidean`],
 //!   [`distance::frobenius`], [`distance::bures_wasserstein`],
 //!   [`distance::von_neumann_relative_entropy`], [`distance::roc_auc`].
+//! * [`similarity`] (section 7.1), two representations of the same items
+//!   (`X` n x d1, `Y` n x d2, row i = item i in both):
+//!   [`similarity::linear_cka`], [`similarity::rbf_cka`],
+//!   [`similarity::kernel_cka`] (biased or debiased HSIC,
+//!   [`similarity::HsicEstimator`]), [`similarity::mutual_knn`] and
+//!   [`similarity::cosine_neighbours`] (ties to the lower index),
+//!   [`similarity::svcca`], [`similarity::procrustes_distance`]; a
+//!   permutation null for any pairwise score,
+//!   [`similarity::permutation_test`], and percentile bootstrap intervals
+//!   over items, [`similarity::bootstrap_pair_ci`] and
+//!   [`similarity::bootstrap_ci`] (seeded ChaCha20).
+//! * [`intrinsic`] (section 7.2), one representation:
+//!   [`intrinsic::two_nn`] (TwoNN intrinsic dimension, scikit-dimension's
+//!   default linear fit and the censored MLE), [`intrinsic::rankme`],
+//!   [`intrinsic::renyi_entropy`] (matrix-based Renyi alpha-entropy; alpha
+//!   = 1 is [`entropy`]'s matrix entropy), [`intrinsic::curvature`] (token
+//!   trajectories), [`intrinsic::linearity`] (layer l to l + 1).
 //! * Here: [`matrix_from_rows_f32`], [`matrix_from_rows_f64`] build a matrix
 //!   from row-major data (as hidden states are stored).
 //!
@@ -53,9 +70,15 @@
 //!   makes negative are clamped to zero (matrix entries never are).
 //! * Defaults: `eps = 0.1` ([`entropy::DEFAULT_EPS`]), `sigma = 0.01`
 //!   ([`gp::DEFAULT_SIGMA`]), `lambda = 1e-4` ([`lasso::DEFAULT_ALPHA`]),
-//!   von Neumann ridge `1e-6` ([`distance::DEFAULT_RIDGE`]).
+//!   von Neumann ridge `1e-6` ([`distance::DEFAULT_RIDGE`]); RBF CKA
+//!   threshold 1 ([`similarity::DEFAULT_RBF_THRESHOLD`]), mutual kNN
+//!   `k = 10` ([`similarity::DEFAULT_KNN_K`]), SVCCA variance 0.99
+//!   ([`similarity::DEFAULT_SVCCA_VARIANCE`]), TwoNN discard fraction 0.1
+//!   ([`intrinsic::DEFAULT_DISCARD_FRACTION`]), RankMe `eps = 1e-7`
+//!   ([`intrinsic::DEFAULT_RANKME_EPS`]).
 //! * Parallelism: faer's global setting (both cores by default; change it
-//!   with `faer::set_global_parallelism`).
+//!   with `faer::set_global_parallelism`); the per-row neighbour searches
+//!   of [`similarity`] and [`intrinsic`] run on rayon's global pool.
 
 #![warn(missing_docs)]
 
@@ -65,10 +88,12 @@ pub mod distance;
 pub mod entropy;
 mod error;
 pub mod gp;
+pub mod intrinsic;
 mod kernels;
 pub mod lasso;
 pub mod power_law;
 pub mod preprocess;
+pub mod similarity;
 
 pub use error::{ProbeError, Result};
 pub use preprocess::Preprocess;

@@ -132,6 +132,27 @@ pub struct BootstrapOptions {
     pub seed: u64,
 }
 
+impl BootstrapOptions {
+    /// Errors unless `level` lies in `(0, 1)` and `resamples >= 2`.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if !(self.level > 0.0 && self.level < 1.0) {
+            return Err(ProbeError::InvalidParameter {
+                name: "level",
+                value: self.level,
+                reason: "must lie strictly between 0 and 1",
+            });
+        }
+        if self.resamples < 2 {
+            return Err(ProbeError::InvalidParameter {
+                name: "resamples",
+                value: self.resamples as f64,
+                reason: "need at least 2 bootstrap resamples",
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for BootstrapOptions {
     fn default() -> Self {
         Self {
@@ -171,20 +192,7 @@ pub fn bootstrap_exponent_ci(
     groups: &[(f64, Vec<f64>)],
     options: &BootstrapOptions,
 ) -> Result<ExponentInterval> {
-    if !(options.level > 0.0 && options.level < 1.0) {
-        return Err(ProbeError::InvalidParameter {
-            name: "level",
-            value: options.level,
-            reason: "must lie strictly between 0 and 1",
-        });
-    }
-    if options.resamples < 2 {
-        return Err(ProbeError::InvalidParameter {
-            name: "resamples",
-            value: options.resamples as f64,
-            reason: "need at least 2 bootstrap resamples",
-        });
-    }
+    options.validate()?;
     let xs: Vec<f64> = groups.iter().map(|g| g.0).collect();
     positive_finite("x", &xs)?;
     for (_, values) in groups {
@@ -245,7 +253,7 @@ pub fn quantile(values: &[f64], q: f64) -> Result<f64> {
     Ok(quantile_sorted(&s, q))
 }
 
-fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
     let lo = pos.floor() as usize;
     let hi = (lo + 1).min(sorted.len() - 1);

@@ -1,0 +1,71 @@
+//! Criterion benchmarks of the representation-similarity probes at the
+//! sizes of a real comparison (2000 items, hidden size 2048 on both sides).
+//! The inputs come from the counter-based SplitMix64 stream of
+//! benches/probes.rs, which scripts/bench/geometry_numpy.py reproduces bit
+//! for bit, so numpy is timed on exactly these matrices.
+//!
+//! Run: `RAYON_NUM_THREADS=2 cargo bench --profile dev -p lmgeo-probes --bench geometry`
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use faer::Mat;
+use lmgeo_probes::similarity::{self, HsicEstimator};
+use std::hint::black_box;
+use std::time::Duration;
+
+const ITEMS: usize = 2000;
+const HIDDEN: usize = 2048;
+const K: usize = 10;
+
+fn splitmix64(seed: u64, index: u64) -> u64 {
+    let mut z = seed.wrapping_add((index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Uniform on [-1, 1) from the top 53 bits.
+fn symmetric_uniform(seed: u64, index: u64) -> f64 {
+    2.0 * ((splitmix64(seed, index) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0
+}
+
+/// Token noise + a shared direction + one of 8 topic directions, from the
+/// streams `base`, `base + 1`, `base + 2` (benches/probes.rs uses base 1).
+fn hidden_like(n: usize, d: usize, base: u64) -> Mat<f64> {
+    Mat::from_fn(n, d, |i, j| {
+        let noise = symmetric_uniform(base, (i * d + j) as u64);
+        let shared = symmetric_uniform(base + 1, j as u64);
+        let topic = symmetric_uniform(base + 2, ((i % 8) * d + j) as u64);
+        noise + 0.5 * shared + 0.5 * topic
+    })
+}
+
+fn benches(c: &mut Criterion) {
+    let x = hidden_like(ITEMS, HIDDEN, 1);
+    // A second representation that shares the first one's structure.
+    let y = &hidden_like(ITEMS, HIDDEN, 11) + &x;
+    eprintln!(
+        "linear CKA {:.15}, debiased {:.15}, mutual kNN (k = {K}) {:.15}",
+        similarity::linear_cka(x.as_ref(), y.as_ref(), HsicEstimator::Biased).unwrap(),
+        similarity::linear_cka(x.as_ref(), y.as_ref(), HsicEstimator::Debiased).unwrap(),
+        similarity::mutual_knn(x.as_ref(), y.as_ref(), K).unwrap(),
+    );
+
+    let mut group = c.benchmark_group("geometry");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8));
+    group.bench_function("linear_cka_2000x2048", |b| {
+        b.iter(|| {
+            similarity::linear_cka(black_box(x.as_ref()), y.as_ref(), HsicEstimator::Biased)
+                .unwrap()
+        })
+    });
+    group.bench_function("mutual_knn_k10_2000x2048", |b| {
+        b.iter(|| similarity::mutual_knn(black_box(x.as_ref()), y.as_ref(), K).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(geometry, benches);
+criterion_main!(geometry);
