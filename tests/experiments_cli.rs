@@ -199,3 +199,39 @@ fn pythia_paper_validates_and_plans_every_size() {
                 .is_none()
     );
 }
+
+/// A model revision is a sweep axis: each Pythia checkpoint is its own
+/// extraction and analyses, planned without fetching anything.
+#[test]
+fn pythia_checkpoints_plan_one_extraction_per_revision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = lmgeo()
+        .arg("--store")
+        .arg(tmp.path())
+        .args(["plan", "experiments/pythia_checkpoints.toml"])
+        .output()
+        .expect("lmgeo runs");
+    let plan = Run { output };
+    assert!(plan.success(), "{}", plan.stderr());
+    let stdout = plan.stdout();
+    for step in [
+        "step1000",
+        "step8000",
+        "step33000",
+        "step71000",
+        "step143000",
+    ] {
+        for node in ["hidden", "geometry", "to_final"] {
+            let id = format!("{node}[revision={step}]");
+            let line = stdout
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(id.as_str()))
+                .unwrap_or_else(|| panic!("plan lacks {id}:\n{stdout}"));
+            assert!(line.contains("will run"), "{line}");
+        }
+    }
+    assert!(
+        stdout.contains("17 nodes: 0 cached, 17 will run"),
+        "{stdout}"
+    );
+}

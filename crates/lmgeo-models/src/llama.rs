@@ -516,12 +516,7 @@ impl Llama {
                     };
                     let (q, k, v) = match &block.qkv {
                         Qkv::Fused(w) => {
-                            let qkv = w.forward(&h)?;
-                            (
-                                qkv.narrow(1, 0, q_width)?,
-                                qkv.narrow(1, q_width, kv_width)?,
-                                qkv.narrow(1, q_width + kv_width, kv_width)?,
-                            )
+                            tensor_ops::split_fused_qkv(&w.forward(&h)?, q_width, kv_width)?
                         }
                         Qkv::Split(wq, wk, wv) => {
                             (wq.forward(&h)?, wk.forward(&h)?, wv.forward(&h)?)

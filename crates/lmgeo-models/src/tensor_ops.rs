@@ -159,6 +159,19 @@ fn heads_of(t: &Tensor, count: usize, d: usize) -> candle_core::Result<Tensor> {
         .contiguous()
 }
 
+/// Q, K and V as views of a fused `(n, q_width + 2 kv_width)` projection output.
+pub(crate) fn split_fused_qkv(
+    qkv: &Tensor,
+    q_width: usize,
+    kv_width: usize,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    Ok((
+        qkv.narrow(1, 0, q_width)?,
+        qkv.narrow(1, q_width, kv_width)?,
+        qkv.narrow(1, q_width + kv_width, kv_width)?,
+    ))
+}
+
 /// Geometry and options of one decoder attention layer.
 pub(crate) struct DecoderAttention<'a> {
     pub n_heads: usize,

@@ -57,16 +57,26 @@ pub fn label_of(input: &InputArtifact) -> String {
 
 /// The input of `candidates` whose coordinates agree with `input`'s on
 /// every axis they share.
+/// Every candidate whose coordinates agree with `input`'s on the axes both have.
+pub fn matching_all<'a>(
+    input: &InputArtifact,
+    candidates: &'a [InputArtifact],
+) -> Vec<&'a InputArtifact> {
+    candidates
+        .iter()
+        .filter(|c| {
+            c.coords
+                .iter()
+                .all(|(axis, value)| input.coords.get(axis).is_none_or(|v| v == value))
+        })
+        .collect()
+}
+
 pub fn matching<'a>(
     input: &InputArtifact,
     candidates: &'a [InputArtifact],
 ) -> Option<&'a InputArtifact> {
-    let agree = |c: &InputArtifact| {
-        c.coords
-            .iter()
-            .all(|(axis, value)| input.coords.get(axis).is_none_or(|v| v == value))
-    };
-    let found: Vec<&InputArtifact> = candidates.iter().filter(|c| agree(c)).collect();
+    let found = matching_all(input, candidates);
     (found.len() == 1).then(|| found[0])
 }
 
@@ -470,13 +480,15 @@ impl Node for PowerLaw {
 pub struct DiffErankParams {}
 
 /// Diff-eRank: erank of the randomly initialised model minus erank of the
-/// trained one, per model and layer, paired by text.
+/// trained one, per model and layer, paired by text; also their ratio
+/// erank_random / erank_trained, which unlike the difference does not grow
+/// with the width of the model just because eranks do.
 pub struct DiffErank;
 
 impl Node for DiffErank {
     type Params = DiffErankParams;
     const KIND: &'static str = "diff_erank";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "Diff-eRank: effective rank of a random-init model minus the trained model's";
 
@@ -508,42 +520,57 @@ impl Node for DiffErank {
         let mut positive_last = 0usize;
         let mut models = 0usize;
         for trained in ctx.input("trained").to_vec() {
-            let baseline = matching(&trained, &random).ok_or_else(|| {
-                NodeError::msg(format!(
-                    "no single `random` input matches `{}` by its coordinates",
+            // Several random initialisations (a `seed` axis on the random
+            // side only) are averaged per (text, layer).
+            let baselines = matching_all(&trained, &random);
+            if baselines.is_empty() {
+                return Err(NodeError::msg(format!(
+                    "no `random` input matches `{}` by its coordinates",
                     trained.node
-                ))
-            })?;
+                )));
+            }
             let label = label_of(&trained);
             let t = read_per_text(&trained.path, "effective_rank")?;
-            let r: BTreeMap<(String, i32), f64> = read_per_text(&baseline.path, "effective_rank")?
+            let mut sums: BTreeMap<(String, i32), (f64, usize)> = BTreeMap::new();
+            for baseline in &baselines {
+                for (id, layer, v) in read_per_text(&baseline.path, "effective_rank")? {
+                    let entry = sums.entry((id, layer)).or_default();
+                    entry.0 += v;
+                    entry.1 += 1;
+                }
+            }
+            let r: BTreeMap<(String, i32), f64> = sums
                 .into_iter()
-                .map(|(id, layer, v)| ((id, layer), v))
+                .filter(|(_, (_, count))| *count == baselines.len())
+                .map(|(key, (sum, count))| (key, sum / count as f64))
                 .collect();
             // Per layer: trained eranks, random eranks, their differences.
-            let mut per_layer: BTreeMap<i32, [Vec<f64>; 3]> = BTreeMap::new();
+            let mut per_layer: BTreeMap<i32, [Vec<f64>; 4]> = BTreeMap::new();
             for (id, layer, trained_value) in t {
                 if let Some(random_value) = r.get(&(id, layer)) {
-                    let [t, r, d] = per_layer.entry(layer).or_default();
+                    let [t, r, d, q] = per_layer.entry(layer).or_default();
                     t.push(trained_value);
                     r.push(*random_value);
                     d.push(random_value - trained_value);
+                    // An effective rank is at least 1, so the ratio is defined.
+                    q.push(random_value / trained_value);
                 }
             }
             if per_layer.is_empty() {
                 return Err(NodeError::msg(format!(
                     "`{}` and `{}` share no (text, layer): run both on the same corpus",
-                    trained.node, baseline.node
+                    trained.node, baselines[0].node
                 )));
             }
             models += 1;
             let mut line = Vec::new();
             let mut band = Vec::new();
             let last = *per_layer.keys().max().expect("non-empty");
-            for (layer, [tv, rv, dv]) in &per_layer {
+            for (layer, [tv, rv, dv, qv]) in &per_layer {
                 let (tm, _) = mean_sem(tv);
                 let (rm, _) = mean_sem(rv);
                 let (dm, ds) = mean_sem(dv);
+                let (qm, qs) = mean_sem(qv);
                 records.push(vec![
                     ("model".into(), Cell::Str(label.clone())),
                     ("layer".into(), Cell::Int(i64::from(*layer))),
@@ -551,6 +578,8 @@ impl Node for DiffErank {
                     ("erank_random".into(), Cell::Float(rm)),
                     ("diff_erank".into(), Cell::Float(dm)),
                     ("diff_erank_sem".into(), Cell::Float(ds)),
+                    ("erank_ratio".into(), Cell::Float(qm)),
+                    ("erank_ratio_sem".into(), Cell::Float(qs)),
                     ("texts".into(), Cell::Int(dv.len() as i64)),
                 ]);
                 ctx.emit(
@@ -565,6 +594,14 @@ impl Node for DiffErank {
                         .dim("layer", i64::from(*layer))
                         .dim("stat", "sem"),
                 );
+                for (stat, value) in [("mean", qm), ("sem", qs)] {
+                    ctx.emit(
+                        MetricRow::new("erank_ratio", value)
+                            .dim("of_model", label.clone())
+                            .dim("layer", i64::from(*layer))
+                            .dim("stat", stat),
+                    );
+                }
                 let x = f64::from(*layer) / f64::from(last.max(1));
                 line.push((x, dm));
                 band.push((x, dm - ds, dm + ds));
@@ -578,6 +615,7 @@ impl Node for DiffErank {
                         format!("{tm:.2}"),
                         format!("{rm:.2}"),
                         format!("{dm:.2} ± {ds:.2}"),
+                        format!("{qm:.3} ± {qs:.3}"),
                     ]);
                 }
             }
@@ -598,7 +636,7 @@ impl Node for DiffErank {
             "Diff-eRank: training removes redundancy",
             "A trained model's representations have a lower effective rank than the same architecture randomly initialised (Diff-eRank > 0; Wei et al. 2024, same group).",
             verdict,
-            format!("Diff-eRank at the last layer is positive for {positive_last} of {models} models."),
+            format!("Diff-eRank at the last layer is positive for {positive_last} of {models} models (random side: the mean over {} initialisation(s) per model).", random.len() / models.max(1)),
         )
         .figure(NamedFigure::new(
             format!("{}-layers", ctx.node_id()),
@@ -613,7 +651,7 @@ impl Node for DiffErank {
             },
         ))
         .table(Table {
-            columns: vec!["model".into(), "last layer".into(), "erank trained".into(), "erank random".into(), "Diff-eRank".into()],
+            columns: vec!["model".into(), "last layer".into(), "erank trained".into(), "erank random".into(), "Diff-eRank".into(), "erank ratio (random / trained)".into()],
             rows: table_rows,
         });
         write_section(ctx, &section)?;
