@@ -679,7 +679,7 @@ fn command_kind_runs_a_script_named_in_the_experiment() {
         r#"#!/bin/sh
 set -eu
 cp "$LMGEO_REQUEST" "$PLUGIN_TEST_KEEP/request-$LMGEO_PARAM_TAG.json"
-cp "$LMGEO_INPUT_VALUES" "$PLUGIN_TEST_KEEP/values.parquet"
+cp "$LMGEO_INPUT_VALUES" "$PLUGIN_TEST_KEEP/values-$LMGEO_PARAM_TAG.parquet"
 cat > "$PLUGIN_TEST_KEEP/stdin-$LMGEO_PARAM_TAG.json"
 cp "$PLUGIN_TEST_KEEP/fixture.parquet" "$LMGEO_OUTPUT_PER_TEXT"
 printf '[{"metric": "echo", "value": %s, "tag": "%s"}]' "$LMGEO_PARAM_SCALE" "$LMGEO_PARAM_TAG" > "$LMGEO_OUTPUT_DIR/metrics.json"
@@ -763,7 +763,7 @@ params = {{ scale = "${{scale}}", tag = "t${{scale}}" }}
     );
 
     // Upstream metrics arrive as a tidy Parquet table.
-    let values = lmgeo_tables::read_records(&keep.join("values.parquet")).unwrap();
+    let values = lmgeo_tables::read_records(&keep.join("values-t2.parquet")).unwrap();
     let metric = |name: &str| {
         values
             .iter()

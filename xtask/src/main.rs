@@ -130,18 +130,27 @@ fn target_dir() -> PathBuf {
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
-/// Builds the `lmgeo` binary and returns its path.
+/// Builds the `lmgeo` binary and returns its path. Cargo's own progress is
+/// shown: a silent first build of twenty minutes looks like a hang.
 fn build_lmgeo() -> anyhow::Result<PathBuf> {
+    let binary = target_dir()
+        .join("debug")
+        .join(format!("lmgeo{}", std::env::consts::EXE_SUFFIX));
+    if !binary.exists() {
+        eprintln!(
+            "xtask: first build of lmgeo into {}. It compiles candle, polars and \
+             the Parquet stack once: about 20 minutes on 2 cores, a few on 8; \
+             later builds take seconds.",
+            target_dir().display()
+        );
+    }
     let status = cargo()
-        .args(["build", "--quiet", "--package", "lmgeo", "--bin", "lmgeo"])
+        .args(["build", "--package", "lmgeo", "--bin", "lmgeo"])
         .status()
         .context("running cargo build")?;
     if !status.success() {
         bail!("building lmgeo failed");
     }
-    let binary = target_dir()
-        .join("debug")
-        .join(format!("lmgeo{}", std::env::consts::EXE_SUFFIX));
     if !binary.exists() {
         bail!("built lmgeo but cannot find it at {}", binary.display());
     }
