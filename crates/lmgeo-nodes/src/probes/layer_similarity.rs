@@ -12,6 +12,7 @@ use lmgeo_probes::power_law::BootstrapOptions;
 use lmgeo_probes::similarity::{self, HsicEstimator};
 use lmgeo_report::{Heatmap, NamedFigure, Section, Table, Verdict};
 use lmgeo_tables::{Cell, Record};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::pooled::{Pool, PooledLayers, pair_texts};
@@ -194,67 +195,24 @@ impl Node for LayerSimilarity {
         let mut cells: Vec<Cell2> = Vec::new();
         for (ia, &la) in layers_a.iter().enumerate() {
             let x = a.matrix(la, &order_a);
-            for (ib, &lb) in layers_b.iter().enumerate() {
-                let y = &matrices_b[ib];
-                for &measure in &p.measures {
-                    let on_cell = |e: lmgeo_probes::ProbeError| {
-                        NodeError::msg(format!(
-                            "{} at layers {la} (a) and {lb} (b): {e}",
-                            measure.name()
-                        ))
-                    };
-                    let value = score(measure, p, x.as_ref(), y.as_ref()).map_err(on_cell)?;
-                    let interval = if p.bootstrap >= 2 {
-                        let options = BootstrapOptions {
-                            resamples: p.bootstrap,
-                            level: p.level,
-                            seed: p.seed,
-                        };
-                        let ci = similarity::bootstrap_pair_ci(
-                            x.as_ref(),
-                            y.as_ref(),
-                            |x, y| score(measure, p, x, y),
-                            &options,
-                        )
-                        .map_err(on_cell)?;
-                        Some((ci.lower, ci.upper))
-                    } else {
-                        None
-                    };
-                    let p_value = if p.permutations > 0 {
-                        // The null is one-sided in the direction of "closer".
-                        let sign = if measure.higher_is_closer() {
-                            1.0
-                        } else {
-                            -1.0
-                        };
-                        let test = similarity::permutation_test(
-                            x.as_ref(),
-                            y.as_ref(),
-                            |x, y| Ok(sign * score(measure, p, x, y)?),
-                            p.permutations,
-                            p.seed,
-                        )
-                        .map_err(on_cell)?;
-                        Some(test.p_value)
-                    } else {
-                        None
-                    };
-                    cells.push(Cell2 {
-                        layer_a: la,
-                        layer_b: lb,
-                        measure,
-                        value,
-                        interval,
-                        p_value,
-                    });
-                }
-                ctx.progress(
-                    (ia * layers_b.len() + ib + 1) as u64,
-                    Some(total),
-                    "layer pairs",
-                );
-            }
+            // One row of the matrix at a time, its cells in parallel: each
+            // cell's resamples are seeded, so the order changes nothing.
+            let row: Vec<Vec<Cell2>> = layers_b
+                .par_iter()
+                .zip(&matrices_b)
+                .map(|(&lb, y)| {
+                    p.measures
+                        .iter()
+                        .map(|&measure| cell(p, measure, (la, x.as_ref()), (lb, y.as_ref())))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .collect::<Result<_, _>>()?;
+            cells.extend(row.into_iter().flatten());
+            ctx.progress(
+                ((ia + 1) * layers_b.len()) as u64,
+                Some(total),
+                "layer pairs",
+            );
         }
         write_matrix(ctx, &cells, n)?;
         for c in &cells {
@@ -278,6 +236,61 @@ impl Node for LayerSimilarity {
         let section = section(ctx.node_id(), p, &cells, &best, &layers_a, &layers_b, n);
         write_section(ctx, &section)
     }
+}
+
+/// One cell: the score, and its interval and p-value when asked for.
+fn cell(
+    p: &LayerSimilarityParams,
+    measure: Measure,
+    (la, x): (i32, faer::MatRef<'_, f64>),
+    (lb, y): (i32, faer::MatRef<'_, f64>),
+) -> Result<Cell2, NodeError> {
+    let on_cell = |e: lmgeo_probes::ProbeError| {
+        NodeError::msg(format!(
+            "{} at layers {la} (a) and {lb} (b): {e}",
+            measure.name()
+        ))
+    };
+    let value = score(measure, p, x, y).map_err(on_cell)?;
+    let interval = if p.bootstrap >= 2 {
+        let options = BootstrapOptions {
+            resamples: p.bootstrap,
+            level: p.level,
+            seed: p.seed,
+        };
+        let ci = similarity::bootstrap_pair_ci(x, y, |x, y| score(measure, p, x, y), &options)
+            .map_err(on_cell)?;
+        Some((ci.lower, ci.upper))
+    } else {
+        None
+    };
+    let p_value = if p.permutations > 0 {
+        // The null is one-sided in the direction of "closer".
+        let sign = if measure.higher_is_closer() {
+            1.0
+        } else {
+            -1.0
+        };
+        let test = similarity::permutation_test(
+            x,
+            y,
+            |x, y| Ok(sign * score(measure, p, x, y)?),
+            p.permutations,
+            p.seed,
+        )
+        .map_err(on_cell)?;
+        Some(test.p_value)
+    } else {
+        None
+    };
+    Ok(Cell2 {
+        layer_a: la,
+        layer_b: lb,
+        measure,
+        value,
+        interval,
+        p_value,
+    })
 }
 
 fn write_matrix(ctx: &RunContext<'_>, cells: &[Cell2], n: usize) -> Result<(), NodeError> {
