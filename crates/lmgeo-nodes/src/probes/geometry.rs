@@ -1,10 +1,16 @@
 //! `geometry`: the per-layer geometry of one model's representations.
 //!
 //! Per text and layer (token matrices): matrix-based Renyi alpha-entropy
-//! ("prompt entropy"), the curvature of the token trajectory, and the
-//! linearity of the step to the next requested layer. Per layer (pooled
-//! sentence vectors over all texts): TwoNN intrinsic dimension and RankMe
-//! ("dataset entropy"), with bootstrap intervals over texts.
+//! ("prompt entropy") and the curvature of the token trajectory. Per layer:
+//! TwoNN intrinsic dimension and RankMe ("dataset entropy") of pooled
+//! sentence vectors, with bootstrap intervals over texts, and the linearity
+//! of the step to the next requested layer over tokens stacked across texts.
+//!
+//! Linearity is a least-squares fit of one layer's tokens from the previous
+//! layer's: with no more tokens than dimensions the fit is exact and the
+//! score 1 by construction, so it needs many texts' tokens together, up to
+//! `linearity_tokens` of them (held for every layer: that many x layers x
+//! hidden `f32`).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +34,9 @@ fn default_discard_fraction() -> f64 {
 }
 fn default_level() -> f64 {
     0.95
+}
+fn default_linearity_tokens() -> usize {
+    4096
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +63,9 @@ pub struct GeometryParams {
     pub seed: u64,
     #[serde(default)]
     pub layers: Layers,
+    /// Tokens (the first texts' in table order) stacked for linearity.
+    #[serde(default = "default_linearity_tokens")]
+    pub linearity_tokens: usize,
 }
 
 pub struct Geometry;
@@ -61,7 +73,8 @@ pub struct Geometry;
 impl Node for Geometry {
     type Params = GeometryParams;
     const KIND: &'static str = "geometry";
-    const VERSION: u32 = 1;
+    // 2: linearity over tokens stacked across texts (per text it was an exact fit).
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "per layer: Renyi entropy, curvature, linearity, TwoNN dimension and RankMe";
 
@@ -82,7 +95,7 @@ impl Node for Geometry {
             outputs: vec![
                 OutputPort::published(
                     "per_text",
-                    "one row per (text, layer): Renyi entropies, curvature, linearity to the next layer",
+                    "one row per (text, layer): Renyi entropies and curvature",
                 ),
                 OutputPort::published(
                     "per_layer",
@@ -96,7 +109,7 @@ impl Node for Geometry {
     fn run(&self, p: &GeometryParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
         let table = ctx.single_input("embeddings")?.path.clone();
         let layers = p.layers.resolve(&table)?;
-        let (records, by_layer) = per_text(p, &table, layers.clone())?;
+        let (records, by_layer, stacked) = per_text(p, &table, layers.clone())?;
         let mut frame = lmgeo_tables::frame_from_records(&records)?;
         lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("per_text")?)?;
         ctx.emit_all(layer_summary(&by_layer));
@@ -173,6 +186,40 @@ impl Node for Geometry {
                 );
             }
         }
+        let stacked_layers: Vec<i32> = stacked.keys().copied().collect();
+        for pair in stacked_layers.windows(2) {
+            let (x, y) = (&stacked[&pair[0]], &stacked[&pair[1]]);
+            let (tokens, hidden) = (x.nrows(), x.ncols().max(y.ncols()));
+            let (value, note) = if tokens > hidden {
+                let v = intrinsic::linearity(x.as_ref(), y.as_ref()).map_err(|e| {
+                    NodeError::msg(format!(
+                        "linearity of layers {} to {}: {e}",
+                        pair[0], pair[1]
+                    ))
+                })?;
+                (Cell::Float(v), Cell::Null)
+            } else {
+                (
+                    Cell::Null,
+                    Cell::Str(format!(
+                        "{tokens} tokens for {hidden} dimensions: an exact fit, not a measurement; \
+                         raise `linearity_tokens` or add texts"
+                    )),
+                )
+            };
+            if let Cell::Float(v) = value {
+                ctx.emit(MetricRow::new("linearity_to_next", v).dim("layer", i64::from(pair[0])));
+            }
+            rows.push(vec![
+                ("layer".into(), Cell::Int(i64::from(pair[0]))),
+                ("measure".into(), Cell::Str("linearity_to_next".into())),
+                ("value".into(), value),
+                ("ci_lower".into(), Cell::Null),
+                ("ci_upper".into(), Cell::Null),
+                ("n_texts".into(), Cell::Int(order.len() as i64)),
+                ("note".into(), note),
+            ]);
+        }
         let mut frame = lmgeo_tables::frame_from_records(&rows)?;
         lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("per_layer")?)?;
         Ok(())
@@ -197,15 +244,16 @@ fn distinct_rows(m: faer::MatRef<'_, f64>) -> faer::Mat<f64> {
 }
 
 type LayerValues = BTreeMap<(i32, String), Vec<f64>>;
+type Stacked = BTreeMap<i32, faer::Mat<f64>>;
 
-/// Renyi entropies and curvature of every (text, layer), and the linearity of
-/// each step between consecutive requested layers of a text. The table is
-/// text-major, so one text's layers are held at a time.
+/// Renyi entropies and curvature of every (text, layer), and each layer's
+/// tokens stacked over the first texts up to `linearity_tokens`. The table
+/// is text-major, so one text's layers are held at a time.
 fn per_text(
     p: &GeometryParams,
     table: &std::path::Path,
     layers: Option<Vec<i32>>,
-) -> Result<(Vec<Record>, LayerValues), NodeError> {
+) -> Result<(Vec<Record>, LayerValues, Stacked), NodeError> {
     let mut reader = EmbeddingReader::open(table)?;
     if let Some(layers) = layers {
         reader = reader.with_layers(layers);
@@ -214,8 +262,25 @@ fn per_text(
     let mut records = Vec::new();
     let mut by_layer: LayerValues = BTreeMap::new();
     let mut text: Vec<TextMatrix> = Vec::new();
+    let mut stacked_rows: BTreeMap<i32, (usize, Vec<f32>)> = BTreeMap::new();
     let mut flush = |text: &mut Vec<TextMatrix>| -> Result<(), NodeError> {
-        for (i, m) in text.iter().enumerate() {
+        // A text's tokens join the stack whole (every layer or none), so
+        // the rows of consecutive layers stay the same tokens.
+        let stacked_so_far = text
+            .first()
+            .and_then(|m| stacked_rows.get(&m.layer))
+            .map_or(0, |(rows, _)| *rows);
+        let joins = text
+            .first()
+            .is_some_and(|m| stacked_so_far + m.rows <= p.linearity_tokens);
+        for m in text.iter() {
+            if joins {
+                let entry = stacked_rows.entry(m.layer).or_insert((0, Vec::new()));
+                entry.0 += m.rows;
+                entry.1.extend_from_slice(&m.data);
+            }
+        }
+        for m in text.iter() {
             let on = |e: lmgeo_probes::ProbeError| crate::common::on_matrix(m, e);
             let x = lmgeo_probes::matrix_from_rows_f32(m.rows, m.cols, &m.data).map_err(on)?;
             let mut record: Record = vec![
@@ -236,15 +301,6 @@ fn per_text(
             // Fewer than 3 tokens, or a trajectory standing still, has no angle.
             let curvature = intrinsic::curvature(x.as_ref()).ok().map(|c| c.mean);
             push("curvature".into(), curvature, &mut record);
-            let linearity = match text.get(i + 1) {
-                Some(next) => {
-                    let y = lmgeo_probes::matrix_from_rows_f32(next.rows, next.cols, &next.data)
-                        .map_err(on)?;
-                    Some(intrinsic::linearity(x.as_ref(), y.as_ref()).map_err(on)?)
-                }
-                None => None,
-            };
-            push("linearity_to_next".into(), linearity, &mut record);
             records.push(record);
         }
         text.clear();
@@ -263,5 +319,14 @@ fn per_text(
             "the embedding table has no matrix for the requested layers",
         ));
     }
-    Ok((records, by_layer))
+    let mut stacked = Stacked::new();
+    for (layer, (rows, data)) in stacked_rows {
+        if rows > 0 {
+            let cols = data.len() / rows;
+            let m = lmgeo_probes::matrix_from_rows_f32(rows, cols, &data)
+                .map_err(|e| NodeError::msg(format!("stacked tokens of layer {layer}: {e}")))?;
+            stacked.insert(layer, m);
+        }
+    }
+    Ok((records, by_layer, stacked))
 }
