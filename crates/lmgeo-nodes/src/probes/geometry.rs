@@ -321,8 +321,7 @@ fn per_text(
     }
     let mut stacked = Stacked::new();
     for (layer, (rows, data)) in stacked_rows {
-        if rows > 0 {
-            let cols = data.len() / rows;
+        if let Some(cols) = data.len().checked_div(rows) {
             let m = lmgeo_probes::matrix_from_rows_f32(rows, cols, &data)
                 .map_err(|e| NodeError::msg(format!("stacked tokens of layer {layer}: {e}")))?;
             stacked.insert(layer, m);
