@@ -334,3 +334,33 @@ fn gc_keeps_what_experiments_reach_and_removes_the_rest() {
         "what the experiment reaches survives gc"
     );
 }
+
+/// gc refuses to collect while a run on the store is in progress, and says
+/// how to proceed; a run folder whose process has ended does not block it.
+#[test]
+fn gc_waits_for_a_run_in_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    assert!(run_experiment(Path::new(DEMO), &store, &tmp.path().join("out"), &[]).success());
+    // A run folder as `lmgeo run` makes it, for a live process (a sleeping
+    // child) that has not yet written its record.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let live = store.join("runs").join(format!("1-demo-{}", child.id()));
+    std::fs::create_dir_all(&live).unwrap();
+    let store_arg = store.to_str().unwrap();
+    let refused = run(&["--store", store_arg, "gc", DEMO]);
+    assert!(!refused.success());
+    assert!(
+        refused.stderr().contains("in progress"),
+        "{}",
+        refused.stderr()
+    );
+    assert!(run(&["--store", store_arg, "gc", DEMO, "--dry-run"]).success());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after = run(&["--store", store_arg, "gc", DEMO]);
+    assert!(after.success(), "{}", after.stderr());
+}

@@ -144,6 +144,10 @@ pub enum Command {
         /// List what would be deleted, with sizes, and delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Collect even while a run on this host is in progress (it may then
+        /// lose inputs it has not read yet).
+        #[arg(long)]
+        force: bool,
     },
     /// List the node kinds this binary knows.
     Kinds,
@@ -360,7 +364,8 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
             experiments,
             keep_runs,
             dry_run,
-        } => gc(&cli.store, experiments, keep_runs, dry_run, registry),
+            force,
+        } => gc(&cli.store, experiments, keep_runs, dry_run, force, registry),
         Command::Kinds => {
             let width = registry.names().map(str::len).max().unwrap_or(0);
             for kind in registry.kinds() {
@@ -542,9 +547,24 @@ fn gc(
     experiments: Vec<PathBuf>,
     keep_runs: usize,
     dry_run: bool,
+    force: bool,
     registry: &Registry,
 ) -> anyhow::Result<ExitCode> {
     let store = Store::open(store_path)?;
+    // A run in progress reads cached inputs that no experiment file given
+    // here may reach, and commits actions after `keep` is computed: collecting
+    // under it could delete what it is about to read.
+    let live = runs_in_progress(&store);
+    if !live.is_empty() && !dry_run && !force {
+        anyhow::bail!(
+            "a run is in progress on this store ({}); run gc when it has ended, \
+             or pass --dry-run to look, or --force",
+            live.iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let files = if experiments.is_empty() {
         let mut found: Vec<PathBuf> = std::fs::read_dir("experiments")
             .into_iter()
@@ -609,6 +629,26 @@ fn gc(
         files.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run folders of this host whose process is still alive and that have not
+/// written their record. The folder name ends in the process id. Detached
+/// Slurm runs (the driver has exited) are not seen.
+fn runs_in_progress(store: &Store) -> Vec<PathBuf> {
+    store
+        .runs()
+        .into_iter()
+        .filter(|run| !run.join("run.json").exists())
+        .filter(|run| {
+            run.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.rsplit('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| {
+                    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+                })
+        })
+        .collect()
 }
 
 fn human_bytes(bytes: u64) -> String {
