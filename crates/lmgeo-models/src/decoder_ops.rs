@@ -319,6 +319,84 @@ fn softmax_row(row: &mut [f32], lo: usize, hi: usize, scale: f32, softcap: Optio
     vmath::softmax(live);
 }
 
+/// Attention of one layer with the CPU kernels, from a fused QKV projection
+/// output `(n, q_width + 2 kv_width)`: Q and K are prepared (per-head norm,
+/// rotary) while copied out, V is read in place. Returns the output
+/// `(n, q_width)` and, when `keep`, each head's probabilities.
+pub(crate) fn cpu_attention_fused(
+    qkv: &Tensor,
+    spec: &AttnSpec,
+    q_prep: &HeadPrep<'_>,
+    k_prep: &HeadPrep<'_>,
+    keep: bool,
+) -> Result<(Tensor, Vec<Vec<f32>>), ModelError> {
+    let (q_width, kv_width) = (
+        spec.n_heads * spec.head_dim,
+        spec.n_kv_heads * spec.head_dim,
+    );
+    let stride = q_width + 2 * kv_width;
+    let (out, probs) = with_f32(qkv, |s| {
+        let col = |offset| Cols {
+            data: s,
+            stride,
+            offset,
+        };
+        let qh = prepare_heads(&col(0), spec.n, spec.n_heads, spec.head_dim, q_prep);
+        let kh = prepare_heads(
+            &col(q_width),
+            spec.n,
+            spec.n_kv_heads,
+            spec.head_dim,
+            k_prep,
+        );
+        attention(&qh, &kh, &col(q_width + kv_width), spec, keep)
+    })?;
+    Ok((
+        Tensor::from_vec(out, (spec.n, q_width), &Device::Cpu)?,
+        probs,
+    ))
+}
+
+/// As [`cpu_attention_fused`], from separate Q, K and V projection outputs
+/// (the quantised path).
+pub(crate) fn cpu_attention_split(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    spec: &AttnSpec,
+    q_prep: &HeadPrep<'_>,
+    k_prep: &HeadPrep<'_>,
+    keep: bool,
+) -> Result<(Tensor, Vec<Vec<f32>>), ModelError> {
+    let (q_width, kv_width) = (
+        spec.n_heads * spec.head_dim,
+        spec.n_kv_heads * spec.head_dim,
+    );
+    let (out, probs) = with_f32(q, |qs| {
+        with_f32(k, |ks| {
+            with_f32(v, |vs| {
+                let qh = prepare_heads(
+                    &Cols::whole(qs, q_width),
+                    spec.n,
+                    spec.n_heads,
+                    spec.head_dim,
+                    q_prep,
+                );
+                let kh = prepare_heads(
+                    &Cols::whole(ks, kv_width),
+                    spec.n,
+                    spec.n_kv_heads,
+                    spec.head_dim,
+                    k_prep,
+                );
+                attention(&qh, &kh, &Cols::whole(vs, kv_width), spec, keep)
+            })
+        })
+    })???;
+    Ok((
+        Tensor::from_vec(out, (spec.n, q_width), &Device::Cpu)?,
+        probs,
+    ))
+}
+
 /// The gating activation of a feed-forward block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Act {

@@ -16,8 +16,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::decoder_ops::{
-    Act, AttnSpec, Cols, HeadPrep, Proj, attention, captured_queries, gated, gated_pair,
-    head_matrices, logit_positions, prepare_heads, rotary_tables, to_matrix, validate, with_f32,
+    Act, AttnSpec, HeadPrep, Proj, captured_queries, cpu_attention_fused, cpu_attention_split,
+    gated, gated_pair, head_matrices, logit_positions, rotary_tables, to_matrix, validate,
 };
 use crate::gguf::{GgufFile, GgufNaming, GgufWeights, LoadOptions, WeightFormat};
 use crate::tensor_ops::{self, DecoderAttention, Ops, Rotary};
@@ -528,78 +528,6 @@ impl Gemma3 {
         Ok((e * scale as f64)?)
     }
 
-    /// Attention of one block with the CPU kernels: per-head norm and rotary
-    /// applied while Q and K are copied out of the projection outputs.
-    fn cpu_attention(
-        &self,
-        block: &Block,
-        h: &Tensor,
-        spec: &AttnSpec,
-        cos: &[f32],
-        sin: &[f32],
-        keep: bool,
-    ) -> Result<(Tensor, Vec<Vec<f32>>), ModelError> {
-        let cfg = &self.cfg;
-        let n = spec.n;
-        let eps = cfg.rms_norm_eps as f32;
-        let q_width = cfg.n_heads * cfg.head_dim;
-        let kv_width = cfg.n_kv_heads * cfg.head_dim;
-        let q_prep = HeadPrep {
-            norm: Some((&block.q_norm.host, eps)),
-            cos,
-            sin,
-        };
-        let k_prep = HeadPrep {
-            norm: Some((&block.k_norm.host, eps)),
-            cos,
-            sin,
-        };
-        let (attn_out, probs) = match &block.qkv {
-            Qkv::Fused(w) => {
-                let qkv = w.forward(h)?;
-                let stride = q_width + 2 * kv_width;
-                with_f32(&qkv, |s| {
-                    let col = |offset| Cols {
-                        data: s,
-                        stride,
-                        offset,
-                    };
-                    let qh = prepare_heads(&col(0), n, cfg.n_heads, cfg.head_dim, &q_prep);
-                    let kh = prepare_heads(&col(q_width), n, cfg.n_kv_heads, cfg.head_dim, &k_prep);
-                    attention(&qh, &kh, &col(q_width + kv_width), spec, keep)
-                })?
-            }
-            Qkv::Split(wq, wk, wv) => {
-                let (q, k, v) = (wq.forward(h)?, wk.forward(h)?, wv.forward(h)?);
-                with_f32(&q, |qs| {
-                    with_f32(&k, |ks| {
-                        with_f32(&v, |vs| {
-                            let qh = prepare_heads(
-                                &Cols::whole(qs, q_width),
-                                n,
-                                cfg.n_heads,
-                                cfg.head_dim,
-                                &q_prep,
-                            );
-                            let kh = prepare_heads(
-                                &Cols::whole(ks, kv_width),
-                                n,
-                                cfg.n_kv_heads,
-                                cfg.head_dim,
-                                &k_prep,
-                            );
-                            attention(&qh, &kh, &Cols::whole(vs, kv_width), spec, keep)
-                        })
-                    })
-                })???
-            }
-        };
-        Ok((
-            Tensor::from_vec(attn_out, (n, q_width), &Device::Cpu)?,
-            probs,
-        ))
-    }
-
     fn run(&self, tokens: &[u32], request: &ForwardRequest) -> Result<ForwardOutput, ModelError> {
         let cfg = &self.cfg;
         validate(tokens, request, cfg.vocab_size, cfg.max_positions)?;
@@ -648,7 +576,28 @@ impl Gemma3 {
                         LayerAttention::Sliding => (&cos_local, &sin_local),
                         LayerAttention::Full => (&cos_global, &sin_global),
                     };
-                    self.cpu_attention(block, &h, &spec, cos, sin, keep)?
+                    let q_prep = HeadPrep {
+                        norm: Some((&block.q_norm.host, eps)),
+                        cos,
+                        sin,
+                    };
+                    let k_prep = HeadPrep {
+                        norm: Some((&block.k_norm.host, eps)),
+                        cos,
+                        sin,
+                    };
+                    match &block.qkv {
+                        Qkv::Fused(w) => {
+                            cpu_attention_fused(&w.forward(&h)?, &spec, &q_prep, &k_prep, keep)?
+                        }
+                        Qkv::Split(wq, wk, wv) => cpu_attention_split(
+                            (&wq.forward(&h)?, &wk.forward(&h)?, &wv.forward(&h)?),
+                            &spec,
+                            &q_prep,
+                            &k_prep,
+                            keep,
+                        )?,
+                    }
                 }
                 Some((local, global)) => {
                     let layer = DecoderAttention {

@@ -23,7 +23,7 @@ use lmgeo_probes::similarity::bootstrap_ci;
 use lmgeo_tables::{Cell, EmbeddingReader, Record, TextMatrix};
 use serde::{Deserialize, Serialize};
 
-use super::pooled::{Pool, PooledLayers};
+use super::pooled::{Pool, PooledLayers, Pooler};
 use crate::common::{Layers, PreprocessParam, layer_summary};
 
 fn default_alphas() -> Vec<f64> {
@@ -109,12 +109,11 @@ impl Node for Geometry {
     fn run(&self, p: &GeometryParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
         let table = ctx.single_input("embeddings")?.path.clone();
         let layers = p.layers.resolve(&table)?;
-        let (records, by_layer, stacked) = per_text(p, &table, layers.clone())?;
+        let (records, by_layer, stacked, pooled) = per_text(p, &table, layers)?;
         let mut frame = lmgeo_tables::frame_from_records(&records)?;
         lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("per_text")?)?;
         ctx.emit_all(layer_summary(&by_layer));
 
-        let pooled = PooledLayers::read(&table, layers, p.pool)?;
         let order: Vec<usize> = (0..pooled.text_ids.len()).collect();
         let mut rows: Vec<Record> = Vec::new();
         for layer in pooled.layer_numbers() {
@@ -245,16 +244,19 @@ fn distinct_rows(m: faer::MatRef<'_, f64>) -> faer::Mat<f64> {
 
 type LayerValues = BTreeMap<(i32, String), Vec<f64>>;
 type Stacked = BTreeMap<i32, faer::Mat<f64>>;
+type PerText = (Vec<Record>, LayerValues, Stacked, PooledLayers);
 
-/// Renyi entropies and curvature of every (text, layer), and each layer's
-/// tokens stacked over the first texts up to `linearity_tokens`. The table
-/// is text-major, so one text's layers are held at a time.
+/// Renyi entropies and curvature of every (text, layer), each layer's
+/// tokens stacked over the first texts up to `linearity_tokens`, and the
+/// pooled vectors, in one pass over the table. The table is text-major, so
+/// one text's layers are held at a time.
 fn per_text(
     p: &GeometryParams,
     table: &std::path::Path,
     layers: Option<Vec<i32>>,
-) -> Result<(Vec<Record>, LayerValues, Stacked), NodeError> {
+) -> Result<PerText, NodeError> {
     let mut reader = EmbeddingReader::open(table)?;
+    let mut pooler = Pooler::new(p.pool, reader.hidden_size());
     if let Some(layers) = layers {
         reader = reader.with_layers(layers);
     }
@@ -308,6 +310,7 @@ fn per_text(
     };
     for matrix in reader {
         let m = matrix?;
+        pooler.push(&m)?;
         if text.first().is_some_and(|t| t.text_id != m.text_id) {
             flush(&mut text)?;
         }
@@ -327,5 +330,5 @@ fn per_text(
             stacked.insert(layer, m);
         }
     }
-    Ok((records, by_layer, stacked))
+    Ok((records, by_layer, stacked, pooler.finish(table)?))
 }

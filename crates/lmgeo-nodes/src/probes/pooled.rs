@@ -10,7 +10,7 @@ use std::path::Path;
 
 use faer::Mat;
 use lmgeo_dag::{NodeError, ParamError};
-use lmgeo_tables::EmbeddingReader;
+use lmgeo_tables::{EmbeddingReader, TextMatrix};
 use serde::{Deserialize, Serialize};
 
 /// How a text's token vectors become one vector.
@@ -41,64 +41,91 @@ pub struct PooledLayers {
     pub layers: BTreeMap<i32, Vec<f32>>,
 }
 
-impl PooledLayers {
-    pub fn read(table: &Path, layers: Option<Vec<i32>>, pool: Pool) -> Result<Self, NodeError> {
-        let mut reader = EmbeddingReader::open(table)?;
-        let hidden = reader.hidden_size();
-        if let Some(layers) = layers {
-            reader = reader.with_layers(layers);
+/// Builds [`PooledLayers`] one (text, layer) matrix at a time, so that a
+/// node already reading the table for other measures pools in the same pass.
+pub struct Pooler {
+    pool: Pool,
+    hidden: usize,
+    text_ids: Vec<String>,
+    per_layer: BTreeMap<i32, (Vec<String>, Vec<f32>)>,
+}
+
+impl Pooler {
+    pub fn new(pool: Pool, hidden: usize) -> Self {
+        Self {
+            pool,
+            hidden,
+            text_ids: Vec::new(),
+            per_layer: BTreeMap::new(),
         }
-        let mut text_ids: Vec<String> = Vec::new();
-        let mut per_layer: BTreeMap<i32, (Vec<String>, Vec<f32>)> = BTreeMap::new();
-        for matrix in reader {
-            let m = matrix?;
-            if m.rows == 0 {
-                return Err(NodeError::msg(format!(
-                    "text `{}` has no tokens at layer {}",
-                    m.text_id, m.layer
-                )));
-            }
-            if text_ids.last() != Some(&m.text_id) {
-                text_ids.push(m.text_id.clone());
-            }
-            let (ids, values) = per_layer.entry(m.layer).or_default();
-            ids.push(m.text_id.clone());
-            match pool {
-                Pool::Last => values.extend_from_slice(m.row(m.rows - 1)),
-                Pool::Mean => {
-                    let mut sum = vec![0f64; hidden];
-                    for i in 0..m.rows {
-                        for (s, v) in sum.iter_mut().zip(m.row(i)) {
-                            *s += f64::from(*v);
-                        }
+    }
+
+    pub fn push(&mut self, m: &TextMatrix) -> Result<(), NodeError> {
+        if m.rows == 0 {
+            return Err(NodeError::msg(format!(
+                "text `{}` has no tokens at layer {}",
+                m.text_id, m.layer
+            )));
+        }
+        if self.text_ids.last() != Some(&m.text_id) {
+            self.text_ids.push(m.text_id.clone());
+        }
+        let (ids, values) = self.per_layer.entry(m.layer).or_default();
+        ids.push(m.text_id.clone());
+        match self.pool {
+            Pool::Last => values.extend_from_slice(m.row(m.rows - 1)),
+            Pool::Mean => {
+                let mut sum = vec![0f64; self.hidden];
+                for i in 0..m.rows {
+                    for (s, v) in sum.iter_mut().zip(m.row(i)) {
+                        *s += f64::from(*v);
                     }
-                    values.extend(sum.iter().map(|s| (s / m.rows as f64) as f32));
                 }
+                values.extend(sum.iter().map(|s| (s / m.rows as f64) as f32));
             }
         }
-        if per_layer.is_empty() {
+        Ok(())
+    }
+
+    /// The pooled layers; `table` names the source in errors.
+    pub fn finish(self, table: &Path) -> Result<PooledLayers, NodeError> {
+        if self.per_layer.is_empty() {
             return Err(NodeError::msg(format!(
                 "{}: no matrix for the requested layers",
                 table.display()
             )));
         }
         let mut layers = BTreeMap::new();
-        for (layer, (ids, values)) in per_layer {
-            if ids != text_ids {
+        for (layer, (ids, values)) in self.per_layer {
+            if ids != self.text_ids {
                 return Err(NodeError::msg(format!(
                     "{}: layer {layer} has {} texts where the table has {}; every layer must cover the same texts",
                     table.display(),
                     ids.len(),
-                    text_ids.len()
+                    self.text_ids.len()
                 )));
             }
             layers.insert(layer, values);
         }
-        Ok(Self {
-            text_ids,
-            hidden,
+        Ok(PooledLayers {
+            text_ids: self.text_ids,
+            hidden: self.hidden,
             layers,
         })
+    }
+}
+
+impl PooledLayers {
+    pub fn read(table: &Path, layers: Option<Vec<i32>>, pool: Pool) -> Result<Self, NodeError> {
+        let mut reader = EmbeddingReader::open(table)?;
+        let mut pooler = Pooler::new(pool, reader.hidden_size());
+        if let Some(layers) = layers {
+            reader = reader.with_layers(layers);
+        }
+        for matrix in reader {
+            pooler.push(&matrix?)?;
+        }
+        pooler.finish(table)
     }
 
     /// One layer as an `f64` matrix, rows in `order` (indices into `text_ids`).
