@@ -293,7 +293,7 @@ fn a_failed_task_shows_its_log_blocks_its_descendants_and_a_rerun_completes() {
     assert!(summary["blocked"].as_u64().unwrap() >= 1, "{summary}");
     let stderr = run.stderr();
     assert!(stderr.contains("without committing a result"), "{stderr}");
-    assert!(stderr.contains("FAILED"), "{stderr}");
+    assert!(stderr.contains("failed: "), "{stderr}");
     assert!(stderr.contains("slurm/logs/"), "the log is named: {stderr}");
 
     let status = Run {

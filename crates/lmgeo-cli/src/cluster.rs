@@ -273,7 +273,7 @@ pub fn run_node(
             ExitCode::SUCCESS
         }
         Status::Failed(m) => failed(format!("{}: {m}", task.instance)),
-        other => failed(format!("{}: {other:?}", task.instance)),
+        other => failed(format!("{}: {other}", task.instance)),
     }
 }
 
@@ -312,18 +312,10 @@ pub fn status(store_path: &Path, runs: usize) -> anyhow::Result<ExitCode> {
                     println!("    | {line}");
                 }
             }
-        } else if let Ok(bytes) = std::fs::read(run.join("run.json"))
-            && let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes)
-        {
-            let mut counts = std::collections::BTreeMap::<String, usize>::new();
-            for instance in record["instances"].as_array().into_iter().flatten() {
-                let status = instance["status"].as_str().unwrap_or("?");
-                let word = status
-                    .split(['(', ' ', '{'])
-                    .next()
-                    .unwrap_or(status)
-                    .to_lowercase();
-                *counts.entry(word).or_default() += 1;
+        } else if let Ok(Some(record)) = lmgeo_dag::RunRecord::read(run) {
+            let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+            for instance in &record.instances {
+                *counts.entry(instance.status.word()).or_default() += 1;
             }
             let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
             println!("{name}  local  {}", counts.join(", "));

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lmgeo_dag::scheduler::PlanEntry;
-use lmgeo_dag::{Graph, Overrides, PlanStatus, Registry, RunOptions, Status, Store};
+use lmgeo_dag::{Graph, Overrides, PlanStatus, Registry, RunOptions, RunRecord, Status, Store};
 
 pub use publish::{RunSummary, collect_results};
 
@@ -67,12 +67,10 @@ pub enum Command {
         /// Heavy nodes (model loads) running at once.
         #[arg(long, default_value_t = 1)]
         max_heavy: usize,
-        /// Stop starting new nodes after the first failure.
-        #[arg(long, conflicts_with = "keep_going")]
-        fail_fast: bool,
-        /// Keep running independent nodes after a failure (the default).
+        /// Stop starting new nodes after the first failure (by default,
+        /// nodes that do not depend on a failed one still run).
         #[arg(long)]
-        keep_going: bool,
+        fail_fast: bool,
         /// Where nodes that miss the cache run (default: `[executor] kind`
         /// of the experiment or user configuration, else local).
         #[arg(long, value_enum)]
@@ -238,7 +236,6 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
             jobs,
             max_heavy,
             fail_fast,
-            keep_going: _,
             executor,
             detach,
         } => {
@@ -381,16 +378,6 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn status_word(status: &Status) -> String {
-    match status {
-        Status::Cached => "cached".into(),
-        Status::Ran => "ran".into(),
-        Status::Failed(m) => format!("FAILED: {m}"),
-        Status::Blocked { upstream } => format!("blocked: `{upstream}` failed"),
-        Status::Skipped => "skipped".into(),
-    }
-}
-
 pub(crate) fn print_run_summary(
     graph: &Graph,
     report: &lmgeo_dag::RunReport,
@@ -416,7 +403,7 @@ pub(crate) fn print_run_summary(
     }
     for (instance, outcome) in graph.instances.iter().zip(&report.outcomes) {
         if !outcome.status.succeeded() {
-            eprintln!("  {:<40} {}", instance.id, status_word(&outcome.status));
+            eprintln!("  {:<40} {}", instance.id, outcome.status);
         }
     }
     eprintln!(
@@ -599,14 +586,10 @@ fn gc(
     }
     let runs = store.runs();
     for run in runs.iter().rev().take(keep_runs) {
-        if let Ok(bytes) = std::fs::read(run.join("run.json"))
-            && let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes)
-        {
-            for instance in record["instances"].as_array().into_iter().flatten() {
-                if let Some(key) = instance["key"].as_str() {
-                    keep.insert(key.to_string());
-                }
-            }
+        // A damaged record keeps nothing; its run is then one of the
+        // `keep_runs` newest only by name.
+        if let Ok(Some(record)) = RunRecord::read(run) {
+            keep.extend(record.keys().map(str::to_string));
         }
     }
     let report = store.collect_garbage(&keep, dry_run)?;
@@ -638,7 +621,7 @@ fn runs_in_progress(store: &Store) -> Vec<PathBuf> {
     store
         .runs()
         .into_iter()
-        .filter(|run| !run.join("run.json").exists())
+        .filter(|run| !RunRecord::exists(run))
         .filter(|run| {
             run.file_name()
                 .and_then(|n| n.to_str())

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use lmgeo_dag::{Graph, RunReport, Scalar, Status, Store};
+use lmgeo_dag::{Graph, RunReport, Scalar, Store};
 use lmgeo_tables::{Cell, ResultRow};
 
 /// Where a run's outputs went.
@@ -137,13 +137,7 @@ pub fn collect_results(
             "kind_version": instance.kind.version(),
             "coords": instance.coords.to_json(),
             "params": instance.configured.params,
-            "status": match &outcome.status {
-                Status::Cached => "cached".to_string(),
-                Status::Ran => "ran".to_string(),
-                Status::Failed(m) => format!("failed: {m}"),
-                Status::Blocked { upstream } => format!("blocked by {upstream}"),
-                Status::Skipped => "skipped".to_string(),
-            },
+            "status": outcome.status.to_string(),
             "key": outcome.key,
             "elapsed_ms": outcome.elapsed.as_millis() as u64,
             "compute_ms": outcome.action.as_ref().map(|a| a.elapsed_ms),

@@ -16,6 +16,7 @@ pub mod graph;
 pub mod key;
 pub mod lock;
 pub mod node;
+pub mod record;
 pub mod registry;
 pub mod scheduler;
 pub mod spec;
@@ -28,8 +29,9 @@ pub use node::{
     Arity, Configured, Coords, ExternalFile, InputArtifact, InputPort, Interface, MetricRow, Node,
     NodeError, NodeKind, OutputPort, ParamError, Progress, RunContext,
 };
+pub use record::{RunRecord, Status};
 pub use registry::Registry;
-pub use scheduler::{NodeOutcome, Observer, PlanStatus, RunOptions, RunReport, Status, plan, run};
+pub use scheduler::{NodeOutcome, Observer, PlanStatus, RunOptions, RunReport, plan, run};
 pub use spec::{Experiment, Overrides, load};
 pub use store::Store;
 pub use value::Scalar;

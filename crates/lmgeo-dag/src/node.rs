@@ -297,6 +297,7 @@ pub struct InputArtifact {
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct MetricRow {
     pub metric: String,
+    #[serde(with = "non_finite_as_text")]
     pub value: f64,
     #[serde(default)]
     pub dims: Vec<(String, Scalar)>,
@@ -314,6 +315,57 @@ impl MetricRow {
     pub fn dim(mut self, name: impl Into<String>, value: impl Into<Scalar>) -> Self {
         self.dims.push((name.into(), value.into()));
         self
+    }
+
+    /// Rows as a node's `metrics` output stores them (JSON).
+    pub fn write_all(rows: &[MetricRow]) -> Vec<u8> {
+        serde_json::to_vec(rows).expect("metric rows serialize")
+    }
+
+    /// Rows from a `metrics` output's bytes.
+    pub fn read_all(bytes: &[u8]) -> Result<Vec<MetricRow>, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// JSON has no NaN or infinity (serde_json writes them as `null`, which
+/// then does not read back as a number): they are written as the strings
+/// `"NaN"`, `"inf"` and `"-inf"`, and `null` reads as NaN.
+mod non_finite_as_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            serializer.serialize_f64(*value)
+        } else if value.is_nan() {
+            serializer.serialize_str("NaN")
+        } else if *value > 0.0 {
+            serializer.serialize_str("inf")
+        } else {
+            serializer.serialize_str("-inf")
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Number {
+            Finite(f64),
+            Text(String),
+            Null(()),
+        }
+        match Number::deserialize(deserializer)? {
+            Number::Finite(value) => Ok(value),
+            Number::Null(()) => Ok(f64::NAN),
+            Number::Text(text) => match text.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!(
+                    "`{other}` is not a metric value (a number, \"NaN\", \"inf\" or \"-inf\")"
+                ))),
+            },
+        }
     }
 }
 
@@ -536,5 +588,34 @@ impl<'a> RunContext<'a> {
         mut produce: impl FnMut(&Path) -> Result<(), NodeError>,
     ) -> Result<PathBuf, NodeError> {
         self.chunks.chunk(self.node_key, chunk, &mut produce)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_rows_read_back_including_non_finite_values() {
+        let rows = vec![
+            MetricRow::new("slope", -1.25).dim("layer", 3i64),
+            MetricRow::new("undefined", f64::NAN),
+            MetricRow::new("up", f64::INFINITY),
+            MetricRow::new("down", f64::NEG_INFINITY).dim("model", "a"),
+        ];
+        let read = MetricRow::read_all(&MetricRow::write_all(&rows)).unwrap();
+        assert_eq!(read.len(), 4);
+        assert_eq!(read[0], rows[0]);
+        assert!(read[1].value.is_nan());
+        assert_eq!(read[2].value, f64::INFINITY);
+        assert_eq!(read[3], rows[3]);
+    }
+
+    #[test]
+    fn metrics_written_as_null_by_older_versions_read_as_nan() {
+        let read = MetricRow::read_all(br#"[{"metric": "m", "value": null}]"#).unwrap();
+        assert!(read[0].value.is_nan());
+        let error = MetricRow::read_all(br#"[{"metric": "m", "value": "lots"}]"#).unwrap_err();
+        assert!(error.to_string().contains("not a metric value"), "{error}");
     }
 }

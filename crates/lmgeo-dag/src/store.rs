@@ -7,7 +7,7 @@
 //!   keys/ab/<key>.json      the key's pre-image, for `explain`
 //!   names/<experiment>/…    the last key of each node instance, for `explain`
 //!   stat/ab/…               file digests by (path, size, mtime, inode)
-//!   runs/<run-id>/          plan, events and keys of one run (for `gc`)
+//!   runs/<run-id>/          one run's folder; `record.json` (`RunRecord`) when it ends
 //!   locks/ab/<key>.lock     O_EXCL lock files naming their holder (see `lock`)
 //!   tmp/                    staging; names carry host and pid
 //! ```
@@ -539,6 +539,55 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// A resumable node's pieces: small entries of their own, keyed by the
+/// node's key and the piece's name, each committed as soon as it is
+/// written, so a killed run resumes from the last committed piece.
+impl crate::node::ChunkStore for Store {
+    fn chunk(
+        &self,
+        node_key: &str,
+        chunk: &str,
+        produce: &mut dyn FnMut(&Path) -> Result<(), crate::node::NodeError>,
+    ) -> Result<PathBuf, crate::node::NodeError> {
+        const OUTPUT: &str = "chunk";
+        let key = blake3::hash(format!("chunk\0{node_key}\0{chunk}").as_bytes())
+            .to_hex()
+            .to_string();
+        let _lock = self.lock(&key)?;
+        if let Some(action) = self.action(&key)
+            && let Some(blob) = action.outputs.get(OUTPUT)
+        {
+            match self.verified_blob(blob) {
+                Ok(path) => return Ok(path),
+                Err(_) => self.invalidate(&key),
+            }
+        }
+        let dir = self.temp_dir("chunk")?;
+        let path = dir.join(OUTPUT);
+        let result = produce(&path).and_then(|()| {
+            if !path.is_file() {
+                return Err(crate::node::NodeError::msg(format!(
+                    "chunk `{chunk}` was not written"
+                )));
+            }
+            let blob = self.put_file(&path)?;
+            self.commit_action(&Action {
+                key: key.clone(),
+                kind: "chunk".into(),
+                node: chunk.to_string(),
+                outputs: [(OUTPUT.to_string(), blob.clone())].into(),
+                created_unix_ms: crate::record::now_unix_ms(),
+                elapsed_ms: 0,
+                peak_rss_kib: None,
+                lmgeo_version: env!("CARGO_PKG_VERSION").to_string(),
+            })?;
+            Ok(self.blob_path(&blob.digest))
+        });
+        let _ = fs::remove_dir_all(&dir);
+        result
+    }
 }
 
 #[cfg(unix)]

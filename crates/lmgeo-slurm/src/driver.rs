@@ -482,7 +482,7 @@ pub fn run_attached(
         outcomes,
         run_dir: options.run_dir.clone(),
     };
-    lmgeo_dag::scheduler::write_run_record(graph, &report)?;
+    lmgeo_dag::RunRecord::of(graph, &report).write(&report.run_dir)?;
     Ok(report)
 }
 

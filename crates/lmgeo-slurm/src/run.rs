@@ -5,7 +5,7 @@
 //! runs/<id>/
 //!   spec.json            the experiment as submitted (RunSpec)
 //!   progress.json        counts, job ids, failures; rewritten every poll
-//!   run.json             the final record, as for a local run
+//!   record.json          the final record (`lmgeo_dag::RunRecord`), as for a local run
 //!   slurm/array-<n>.sh   the task script of one array
 //!   slurm/array-<n>.jsonl  its manifest: line i is task i's instance and key
 //!   slurm/logs/<job>_<task>.out
