@@ -5,12 +5,12 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::axis::{CatAxis, NumAxis, format_number};
+use crate::chrome::{self, Draw, dash_polyline, draw_header, wrap_text};
 use crate::error::FigureError;
 use crate::figure::{Bar, BarChart};
-use crate::frame::{self, Draw, dash_polyline, draw_header, wrap_text};
 use crate::line::y_label_area;
 
-const BAR_COLOR: RGBColor = frame::PALETTE[0];
+const BAR_COLOR: RGBColor = chrome::PALETTE[0];
 const REFERENCE_COLOR: RGBColor = RGBColor(120, 120, 120);
 /// Fraction of its slot a bar fills, so neighbours stay apart.
 const BAR_WIDTH: f64 = 0.64;
@@ -40,7 +40,7 @@ pub(crate) fn prepare(spec: &BarChart) -> Result<PreparedBars, FigureError> {
     let mut values = Vec::new();
     let mut bars = Vec::new();
     for (label, v, err) in &spec.bars {
-        let label = frame::one_line(label);
+        let label = chrome::one_line(label);
         let v = if v.is_finite() {
             values.push(*v);
             *v
@@ -84,7 +84,7 @@ pub(crate) fn prepare(spec: &BarChart) -> Result<PreparedBars, FigureError> {
     let reference = match &spec.reference {
         Some((v, label)) if v.is_finite() => {
             values.push(*v);
-            Some((*v, frame::one_line(label)))
+            Some((*v, chrome::one_line(label)))
         }
         Some((_, label)) => {
             notes.push(format!(
@@ -114,7 +114,7 @@ impl Draw for PreparedBars {
         let y_area = y_label_area(root, &self.y);
         let margin = 8;
         let slot_px = (area.dim_in_pixel().0 as i32 - y_area - margin - 24) / n as i32;
-        let cat_style = frame::font(CATEGORY_SIZE);
+        let cat_style = chrome::font(CATEGORY_SIZE);
         let lines: Vec<Vec<String>> = self
             .bars
             .iter()
@@ -141,9 +141,9 @@ impl Draw for PreparedBars {
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .y_desc(frame::one_line(&self.y_label))
-            .axis_desc_style(frame::font(frame::AXIS_DESC_SIZE))
-            .label_style(frame::font(frame::TICK_SIZE))
+            .y_desc(chrome::one_line(&self.y_label))
+            .axis_desc_style(chrome::font(chrome::AXIS_DESC_SIZE))
+            .label_style(chrome::font(chrome::TICK_SIZE))
             .bold_line_style(RGBColor(215, 215, 215))
             .light_line_style(RGBColor(240, 240, 240))
             .y_labels(20)
@@ -163,7 +163,7 @@ impl Draw for PreparedBars {
                 }),
         )?;
         let (px, py) = chart.plotting_area().get_pixel_range();
-        let value_style = frame::font(12.0);
+        let value_style = chrome::font(12.0);
         for (i, (_, v, err)) in self.bars.iter().enumerate() {
             let xc = i as f64 + 0.5;
             if let Some((lo, hi)) = err {
@@ -221,8 +221,8 @@ impl Draw for PreparedBars {
             if !label.is_empty() {
                 // On a white box: the label may sit over a bar.
                 let text = format!("{label} ({})", format_number(*v));
-                let style = frame::grey_font(12.0).pos(Pos::new(HPos::Right, VPos::Bottom));
-                let w = frame::text_width(root, &text, &style);
+                let style = chrome::grey_font(12.0).pos(Pos::new(HPos::Right, VPos::Bottom));
+                let w = chrome::text_width(root, &text, &style);
                 let (x1, y1) = (px.end - 4, y - 3);
                 root.draw(&Rectangle::new(
                     [(x1 - w - 4, y1 - 15), (x1 + 2, y1)],

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::chrome::render_both;
 use crate::error::FigureError;
-use crate::frame::render_both;
 
 /// Default canvas size in pixels (SVG user units and PNG pixels alike).
 pub const DEFAULT_SIZE: (u32, u32) = (900, 560);

@@ -5,9 +5,9 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::axis::{CatAxis, NumAxis, format_number};
+use crate::chrome::{self, Draw, draw_header, fit_text, text_width, truncate_chars};
 use crate::error::FigureError;
 use crate::figure::Heatmap;
-use crate::frame::{self, Draw, draw_header, fit_text, text_width, truncate_chars};
 
 /// Viridis at nine evenly spaced stops: perceptually uniform, readable in
 /// grey scale and by colour-blind readers.
@@ -145,7 +145,10 @@ pub(crate) fn prepare(spec: &Heatmap) -> Result<PreparedHeatmap, FigureError> {
     let row_labels = if spec.row_labels.is_empty() {
         numbered(rows)
     } else {
-        spec.row_labels.iter().map(|l| frame::one_line(l)).collect()
+        spec.row_labels
+            .iter()
+            .map(|l| chrome::one_line(l))
+            .collect()
     };
     // Column labels are often tokens, whose spaces and line breaks matter.
     let col_labels = if spec.col_labels.is_empty() {
@@ -153,7 +156,7 @@ pub(crate) fn prepare(spec: &Heatmap) -> Result<PreparedHeatmap, FigureError> {
     } else {
         spec.col_labels
             .iter()
-            .map(|l| frame::visible_token(l))
+            .map(|l| chrome::visible_token(l))
             .collect()
     };
 
@@ -235,7 +238,7 @@ pub(crate) fn prepare(spec: &Heatmap) -> Result<PreparedHeatmap, FigureError> {
     if !(vmax - vmin).is_finite() {
         return Err(FigureError::RangeOverflow);
     }
-    let mut color_label = frame::one_line(&spec.color_label);
+    let mut color_label = chrome::one_line(&spec.color_label);
     if spec.normalize_rows {
         color_label = if color_label.is_empty() {
             "fraction of row max".into()
@@ -295,8 +298,8 @@ impl Draw for PreparedHeatmap {
         let (aw, ah) = area.dim_in_pixel();
         let rows = self.raw.len();
         let cols = self.raw[0].len();
-        let label_style = frame::font(LABEL_SIZE);
-        let desc = frame::AXIS_DESC_SIZE as i32;
+        let label_style = chrome::font(LABEL_SIZE);
+        let desc = chrome::AXIS_DESC_SIZE as i32;
 
         let row_text: Vec<String> = self
             .row_labels
@@ -356,9 +359,9 @@ impl Draw for PreparedHeatmap {
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_desc(frame::one_line(&self.x_label))
-            .y_desc(frame::one_line(&self.y_label))
-            .axis_desc_style(frame::font(frame::AXIS_DESC_SIZE))
+            .x_desc(chrome::one_line(&self.x_label))
+            .y_desc(chrome::one_line(&self.y_label))
+            .axis_desc_style(chrome::font(chrome::AXIS_DESC_SIZE))
             .draw()?;
 
         let xa = CatAxis::new(cols, false);
@@ -376,7 +379,7 @@ impl Draw for PreparedHeatmap {
         let cell_h = f64::from(py.end - py.start) / rows as f64;
 
         // Values in the cells when there is room for them.
-        let value_style = frame::font(11.0);
+        let value_style = chrome::font(11.0);
         let texts: Vec<Vec<String>> = self
             .raw
             .iter()
@@ -450,7 +453,7 @@ impl Draw for PreparedHeatmap {
             root.draw(&Text::new(
                 format!("({what})"),
                 (px.end, py.end + x_area - 4),
-                frame::grey_font(11.0).pos(Pos::new(HPos::Right, VPos::Bottom)),
+                chrome::grey_font(11.0).pos(Pos::new(HPos::Right, VPos::Bottom)),
             ))?;
         }
 
@@ -491,7 +494,7 @@ impl PreparedHeatmap {
             [(x0, top), (x1, bottom)],
             RGBColor(120, 120, 120).stroke_width(1),
         ))?;
-        let tick_style = frame::font(11.0).pos(Pos::new(HPos::Left, VPos::Center));
+        let tick_style = chrome::font(11.0).pos(Pos::new(HPos::Left, VPos::Center));
         let mut widest = 0;
         for &t in scale.major_ticks() {
             let y = at(t);
@@ -504,7 +507,7 @@ impl PreparedHeatmap {
             root.draw(&Text::new(label, (x1 + 7, y), tick_style.clone()))?;
         }
         if !self.color_label.is_empty() {
-            let style = frame::font(frame::TICK_SIZE)
+            let style = chrome::font(chrome::TICK_SIZE)
                 .transform(FontTransform::Rotate270)
                 .pos(Pos::new(HPos::Center, VPos::Top));
             let text = fit_text(root, &self.color_label, &style, bottom - top);
@@ -523,7 +526,7 @@ impl PreparedHeatmap {
             root.draw(&Text::new(
                 "NaN".to_string(),
                 (x0 + 16, y + 6),
-                frame::font(11.0).pos(Pos::new(HPos::Left, VPos::Center)),
+                chrome::font(11.0).pos(Pos::new(HPos::Left, VPos::Center)),
             ))?;
         }
         Ok(())

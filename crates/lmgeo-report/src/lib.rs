@@ -52,10 +52,10 @@
 
 mod axis;
 mod bar;
+mod chrome;
 mod error;
 mod escape;
 mod figure;
-mod frame;
 mod heatmap;
 mod line;
 mod raster;

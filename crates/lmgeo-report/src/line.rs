@@ -4,12 +4,12 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::axis::NumAxis;
-use crate::error::FigureError;
-use crate::figure::{LinePlot, SeriesStyle};
-use crate::frame::{
+use crate::chrome::{
     self, BAND_ALPHA, Dash, Draw, LegendEntry, PALETTE, Swatch, dash_polyline, draw_header,
     draw_legend, palette, sample_polyline,
 };
+use crate::error::FigureError;
+use crate::figure::{LinePlot, SeriesStyle};
 
 pub(crate) struct PreparedLine {
     title: String,
@@ -232,14 +232,14 @@ pub(crate) fn y_label_area<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     axis: &NumAxis,
 ) -> i32 {
-    let style = frame::font(frame::TICK_SIZE);
+    let style = chrome::font(chrome::TICK_SIZE);
     let widest = axis
         .major_ticks()
         .iter()
-        .map(|&t| frame::text_width(root, &axis.label(t), &style))
+        .map(|&t| chrome::text_width(root, &axis.label(t), &style))
         .max()
         .unwrap_or(20);
-    widest + frame::AXIS_DESC_SIZE as i32 + 24
+    widest + chrome::AXIS_DESC_SIZE as i32 + 24
 }
 
 impl Draw for PreparedLine {
@@ -254,14 +254,14 @@ impl Draw for PreparedLine {
             .x_label_area_size(50)
             .y_label_area_size(y_label_area(root, &self.y))
             .build_cartesian_2d(self.x.clone(), self.y.clone())?;
-        let x_desc = frame::one_line(&self.x_label);
-        let y_desc = frame::one_line(&self.y_label);
+        let x_desc = chrome::one_line(&self.x_label);
+        let y_desc = chrome::one_line(&self.y_label);
         chart
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
-            .axis_desc_style(frame::font(frame::AXIS_DESC_SIZE))
-            .label_style(frame::font(frame::TICK_SIZE))
+            .axis_desc_style(chrome::font(chrome::AXIS_DESC_SIZE))
+            .label_style(chrome::font(chrome::TICK_SIZE))
             .bold_line_style(RGBColor(215, 215, 215))
             .light_line_style(RGBColor(240, 240, 240))
             .x_labels(20)

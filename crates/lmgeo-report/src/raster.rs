@@ -16,7 +16,7 @@ use plotters_backend::{
     text_anchor::{HPos, VPos},
 };
 
-use crate::frame::DEJAVU_SANS;
+use crate::chrome::DEJAVU_SANS;
 
 /// plotters' SVG backend writes `font-size = size / 1.24`; the same em size
 /// is used here.

@@ -6,15 +6,15 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::axis::{NumAxis, format_number};
-use crate::error::FigureError;
-use crate::figure::{PowerLawFit, ScatterFit};
-use crate::frame::{
+use crate::chrome::{
     self, BAND_ALPHA, Draw, LegendEntry, Swatch, draw_header, draw_legend, sample_polyline,
 };
+use crate::error::FigureError;
+use crate::figure::{PowerLawFit, ScatterFit};
 use crate::line::y_label_area;
 
-const POINT_COLOR: RGBColor = frame::PALETTE[0];
-const FIT_COLOR: RGBColor = frame::PALETTE[1];
+const POINT_COLOR: RGBColor = chrome::PALETTE[0];
+const FIT_COLOR: RGBColor = chrome::PALETTE[1];
 /// Samples along the fitted curve; plenty for a smooth curve on linear axes.
 const FIT_SAMPLES: usize = 200;
 
@@ -84,7 +84,7 @@ pub(crate) fn prepare(spec: &ScatterFit) -> Result<PreparedScatter, FigureError>
     let mut bad_err = Vec::new();
     let mut kept = Vec::new();
     for p in &spec.points {
-        let name = frame::one_line(&p.label);
+        let name = chrome::one_line(&p.label);
         if !(p.x.is_finite() && p.y.is_finite()) {
             dropped_nan.push(name);
             continue;
@@ -313,10 +313,10 @@ impl Draw for PreparedScatter {
             .build_cartesian_2d(self.x.clone(), self.y.clone())?;
         chart
             .configure_mesh()
-            .x_desc(frame::one_line(&self.x_label))
-            .y_desc(frame::one_line(&self.y_label))
-            .axis_desc_style(frame::font(frame::AXIS_DESC_SIZE))
-            .label_style(frame::font(frame::TICK_SIZE))
+            .x_desc(chrome::one_line(&self.x_label))
+            .y_desc(chrome::one_line(&self.y_label))
+            .axis_desc_style(chrome::font(chrome::AXIS_DESC_SIZE))
+            .label_style(chrome::font(chrome::TICK_SIZE))
             .bold_line_style(RGBColor(215, 215, 215))
             .light_line_style(RGBColor(240, 240, 240))
             .x_labels(20)
@@ -381,14 +381,14 @@ impl Draw for PreparedScatter {
         // Labels sit to the upper right of their point, or to the upper left
         // near the right edge where they would leave the frame.
         let (px, py) = chart.plotting_area().get_pixel_range();
-        let label_style = frame::font(12.0);
+        let label_style = chrome::font(12.0);
         let mut occupied = self.occupied();
         for (x, y, _, name) in &self.points {
             if name.is_empty() {
                 continue;
             }
             let (cx, cy) = chart.backend_coord(&(*x, *y));
-            let w = frame::text_width(root, name, &label_style);
+            let w = chrome::text_width(root, name, &label_style);
             let right_room = px.end - cx;
             let on_right = right_room >= w + 12;
             let (anchor, tx) = if on_right {

@@ -109,7 +109,7 @@ pub fn parquet_info(path: &Path) -> Result<TableInfo, TableError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{Cell, Record, frame_from_records, write_parquet};
+    use crate::tidy::{Cell, Record, frame_from_records, write_parquet};
 
     #[test]
     fn footer_gives_columns_classes_and_rows() {

@@ -4,13 +4,13 @@
 //! - the embedding table (the heavy intermediate), streamed with arrow and
 //!   parquet for bounded memory and byte-stable output ([`embeddings`]);
 //! - tidy analysis and result tables, built and written with polars
-//!   ([`frame`], [`results`]).
+//!   ([`tidy`], [`results`]).
 
 pub mod attention;
 pub mod embeddings;
-pub mod frame;
 pub mod inspect;
 pub mod results;
+pub mod tidy;
 
 pub use polars::prelude::DataFrame;
 
@@ -18,12 +18,12 @@ use std::path::{Path, PathBuf};
 
 pub use attention::{AttentionReader, AttentionRow, AttentionWriter};
 pub use embeddings::{EmbeddingReader, EmbeddingWriter, MatrixRows, TextMatrix};
-pub use frame::{
+pub use inspect::{ColumnClass, ColumnInfo, TableInfo, parquet_info};
+pub use results::{ResultRow, results_frame};
+pub use tidy::{
     Cell, ColumnKind, Record, filter_equal, format_frame, frame_from_records, read_parquet,
     read_records, set_column_type, write_csv, write_parquet,
 };
-pub use inspect::{ColumnClass, ColumnInfo, TableInfo, parquet_info};
-pub use results::{ResultRow, results_frame};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {

@@ -4,7 +4,7 @@
 use polars::prelude::DataFrame;
 
 use crate::TableError;
-use crate::frame::{Cell, Record, frame_from_records};
+use crate::tidy::{Cell, Record, frame_from_records};
 
 /// One metric value with its provenance.
 #[derive(Clone, Debug, PartialEq)]
