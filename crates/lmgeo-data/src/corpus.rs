@@ -4,7 +4,6 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::CorpusDigest;
 use crate::error::CorpusError;
 use crate::text::Text;
 
@@ -203,11 +202,6 @@ impl Corpus {
             name: self.name.clone(),
             texts,
         }
-    }
-
-    /// See [`CorpusDigest::of_texts`].
-    pub fn digest(&self) -> CorpusDigest {
-        CorpusDigest::of_texts(&self.texts)
     }
 
     fn units(&self) -> Vec<Unit<'_>> {

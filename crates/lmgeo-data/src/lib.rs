@@ -10,13 +10,11 @@
 //!   sampling that is stable across platforms and file orders and that
 //!   extends, rather than reshuffles, when `n` grows. Aligned pairs are
 //!   sampled and filtered as a whole.
-//! - [`CorpusDigest`], a content hash of a selection for cache keys.
 //! - [`truncate_tokens`], for the token-level truncation done at extraction.
 //! - The builtin corpora `lmgeo-mini` and `lmgeo-mini-pairs`.
 
 mod builtin;
 mod corpus;
-mod digest;
 mod error;
 mod hh;
 mod io;
@@ -28,7 +26,6 @@ mod truncate;
 
 pub use builtin::{BUILTIN_NAMES, MINI, MINI_PAIRS, builtin_source, load_builtin};
 pub use corpus::{Corpus, Filter, ranking_key};
-pub use digest::CorpusDigest;
 pub use error::CorpusError;
 pub use hh::{HhOptions, Role, Side, Turn, Turns, parse_hh_rlhf, read_hh_rlhf, split_turns};
 pub use io::open;

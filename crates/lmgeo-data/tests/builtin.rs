@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use lmgeo_data::{
-    BUILTIN_NAMES, CorpusDigest, CorpusSpec, HhOptions, MINI, MINI_PAIRS, Role, Side, Turns,
-    builtin_source, load_builtin, split_turns,
+    BUILTIN_NAMES, CorpusSpec, HhOptions, MINI, MINI_PAIRS, Role, Side, Turns, builtin_source,
+    load_builtin, split_turns,
 };
 use serde_json::Value;
 
@@ -149,28 +149,28 @@ fn builtin_sampling_is_pinned() {
 }
 
 #[test]
-fn digest_of_the_default_corpus_follows_the_documented_layout() {
+fn the_default_corpus_is_every_embedded_record_in_file_order() {
     let corpus = CorpusSpec::default().select(|_| 0).unwrap();
     assert_eq!(corpus.len(), 72);
-    // The same bytes, assembled here from the raw JSON lines.
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"lmgeo-data corpus digest v1\0");
-    hasher.update(&72u64.to_le_bytes());
-    for r in raw_records(MINI) {
-        let id = format!("lmgeo-mini:{}", r["id"].as_str().unwrap());
-        for part in [id.as_bytes(), r["text"].as_str().unwrap().as_bytes()] {
-            hasher.update(&(part.len() as u64).to_le_bytes());
-            hasher.update(part);
-        }
-    }
-    assert_eq!(corpus.digest().as_bytes(), hasher.finalize().as_bytes());
+    // The same ids and texts, read here from the raw JSON lines.
+    let expected: Vec<(String, String)> = raw_records(MINI)
+        .iter()
+        .map(|r| {
+            (
+                format!("lmgeo-mini:{}", r["id"].as_str().unwrap()),
+                r["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let got: Vec<(String, String)> = corpus
+        .texts()
+        .iter()
+        .map(|t| (t.id.clone(), t.text.clone()))
+        .collect();
+    assert_eq!(got, expected);
     // Stable across loads.
     assert_eq!(
-        corpus.digest(),
-        CorpusSpec::default().select(|_| 0).unwrap().digest()
-    );
-    assert_eq!(
-        CorpusDigest::from_hex(&corpus.digest().to_hex()),
-        Some(corpus.digest())
+        corpus.texts(),
+        CorpusSpec::default().select(|_| 0).unwrap().texts()
     );
 }

@@ -149,7 +149,7 @@ fn turns_and_final_replies() {
 }
 
 #[test]
-fn sampling_and_digest_on_the_real_split() {
+fn sampling_on_the_real_split() {
     let Some(path) = data_file() else { return };
     let mut s = spec(path.clone(), Side::Both, Turns::LastAssistant);
     s.n = Some(100);
@@ -161,14 +161,14 @@ fn sampling_and_digest_on_the_real_split() {
     s.n = Some(110);
     let large = s.select_from(&corpus, |_| 0).unwrap();
     assert_eq!(&large.texts()[..200], small.texts());
-    assert_eq!(small.digest(), {
+    assert_eq!(small.texts(), {
         let mut again = s.clone();
         again.n = Some(100);
-        again.select(|_| 0).unwrap().digest()
+        again.select(|_| 0).unwrap().texts().to_vec()
     });
-    assert_ne!(small.digest(), large.digest());
+    assert_ne!(small.texts(), large.texts());
 
-    // The digest follows the selection, not the file: a decompressed copy
+    // The selection follows the records, not the file: a decompressed copy
     // under another file name, with the name pinned, selects the same texts.
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
@@ -183,10 +183,10 @@ fn sampling_and_digest_on_the_real_split() {
     let mut moved = pinned.clone();
     moved.path = Some(copy);
     assert_eq!(
-        pinned.select(|_| 0).unwrap().digest(),
-        moved.select(|_| 0).unwrap().digest()
+        pinned.select(|_| 0).unwrap().texts(),
+        moved.select(|_| 0).unwrap().texts()
     );
-    assert_eq!(pinned.select(|_| 0).unwrap().digest(), small.digest());
+    assert_eq!(pinned.select(|_| 0).unwrap().texts(), small.texts());
 
     // Asking for more pairs than exist is an error, not a short corpus.
     s.n = Some(RECORDS);

@@ -35,14 +35,9 @@ pub enum WeightsParam {
     Random,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Keep {
-    Start,
-    /// Keep the end of long texts: the last token is what the analyses study.
-    #[default]
-    End,
-}
+/// Which end of a long text survives truncation (the end by default: the
+/// last token is what the analyses study).
+pub use lmgeo_data::Keep;
 
 /// How texts become token sequences; shared by `extract` and `ablate` so
 /// that token positions mean the same in both.
@@ -174,26 +169,15 @@ pub fn tokenize(
     t: &Tokenization,
 ) -> Result<Option<Vec<u32>>, NodeError> {
     let ids = loaded.tokenizer.encode(text, t.special_tokens)?;
-    let ids = if ids.len() > t.max_tokens {
-        match t.keep {
-            Keep::Start => ids[..t.max_tokens].to_vec(),
-            Keep::End => {
-                // Keep a leading BOS/CLS: the model expects it first.
-                let special = t.special_tokens
-                    && !ids.is_empty()
-                    && loaded.tokenizer.encode("", true)?.first() == ids.first();
-                if special {
-                    let mut out = vec![ids[0]];
-                    out.extend_from_slice(&ids[ids.len() - (t.max_tokens - 1)..]);
-                    out
-                } else {
-                    ids[ids.len() - t.max_tokens..].to_vec()
-                }
-            }
-        }
-    } else {
-        ids
-    };
+    // A leading BOS/CLS stays first when the end is kept: the model
+    // expects it at position 0.
+    let pinned = usize::from(
+        t.keep == Keep::End
+            && t.special_tokens
+            && ids.len() > t.max_tokens
+            && loaded.tokenizer.encode("", true)?.first() == ids.first(),
+    );
+    let ids = lmgeo_data::truncate_tokens(&ids, t.max_tokens, t.keep, pinned);
     Ok((ids.len() >= t.min_tokens).then_some(ids))
 }
 
