@@ -504,12 +504,7 @@ fn explain(graph: &Graph, store: &Store, node: &str) -> anyhow::Result<ExitCode>
             }
         }
         if !instance.coords.is_empty() {
-            let coords: Vec<String> = instance
-                .coords
-                .iter()
-                .map(|(a, v)| format!("{a}={v}"))
-                .collect();
-            println!("  coordinates: {}", coords.join(", "));
+            println!("  coordinates: {:#}", instance.coords);
         }
         println!("  parameters: {}", instance.configured.params);
         for (port, bindings) in &instance.inputs {

@@ -132,8 +132,7 @@ pub fn instance_id(node: &str, coords: &Coords) -> String {
     if coords.is_empty() {
         node.to_string()
     } else {
-        let inner: Vec<String> = coords.iter().map(|(a, v)| format!("{a}={v}")).collect();
-        format!("{node}[{}]", inner.join(","))
+        format!("{node}[{coords}]")
     }
 }
 

@@ -278,6 +278,22 @@ impl Coords {
     }
 }
 
+/// `axis=value` pairs joined by commas, as in instance ids
+/// (`model=a,seed=1`); the alternate form (`{:#}`) puts a space after each
+/// comma, for prose and titles.
+impl fmt::Display for Coords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let separator = if f.alternate() { ", " } else { "," };
+        for (i, (axis, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(separator)?;
+            }
+            write!(f, "{axis}={value}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One upstream output handed to a running node, already verified.
 #[derive(Clone, Debug)]
 pub struct InputArtifact {
@@ -609,6 +625,17 @@ mod tests {
         assert!(read[1].value.is_nan());
         assert_eq!(read[2].value, f64::INFINITY);
         assert_eq!(read[3], rows[3]);
+    }
+
+    #[test]
+    fn coordinates_read_as_axis_value_pairs() {
+        let coords = Coords(vec![
+            ("model".into(), Scalar::String("a".into())),
+            ("seed".into(), Scalar::Integer(1)),
+        ]);
+        assert_eq!(coords.to_string(), "model=a,seed=1");
+        assert_eq!(format!("{coords:#}"), "model=a, seed=1");
+        assert_eq!(Coords(Vec::new()).to_string(), "");
     }
 
     #[test]

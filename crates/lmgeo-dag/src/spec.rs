@@ -47,6 +47,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "nodes",
     "executor",
     "resources",
+    "report",
 ];
 
 /// Keys of a node table that are not parameters of its kind.
@@ -67,6 +68,18 @@ pub struct Experiment {
     pub executor: ExecutorSettings,
     /// `[resources.<default|kind|node>]`: what each node's task asks for.
     pub resources: ResourceTables,
+    /// `[report]`: how the report introduces itself (never part of a key).
+    pub report: ReportSettings,
+}
+
+/// The `[report]` table of an experiment file.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    /// The report's opening paragraph: what the experiment asks and where
+    /// its claims come from (a paper, a hypothesis). Without it the report
+    /// says only how it was generated.
+    pub intro: Option<String>,
 }
 
 /// Axes that vary together: one axis of a `grid`, or all axes of a `zip`.
@@ -506,6 +519,11 @@ impl Parser {
             self.error(&value.origin, format!("in `[executor]`: {message}"));
         }
         let resources = self.resources(table, &nodes);
+        let report = match table.get("report") {
+            Some(value) => self.typed::<ReportSettings>(value, "report"),
+            None => None,
+        }
+        .unwrap_or_default();
         if self.errors.is_empty() {
             Ok(Experiment {
                 file: self.file,
@@ -516,6 +534,7 @@ impl Parser {
                 nodes,
                 executor,
                 resources,
+                report,
             })
         } else {
             Err(SpecErrors(self.errors))

@@ -200,7 +200,7 @@ impl Node for Ablate {
                     "per_run",
                     "per (text, method, k, seed): the change of the output",
                 ),
-                OutputPort::published("section", "the report section").with_extension("json"),
+                crate::report::section_output(),
             ],
             ..Interface::default()
         };

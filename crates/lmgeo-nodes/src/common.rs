@@ -5,7 +5,7 @@ use std::path::Path;
 
 use lmgeo_dag::{MetricRow, NodeError, ParamError};
 use lmgeo_probes::preprocess::Preprocess;
-use lmgeo_tables::{EmbeddingReader, TextMatrix};
+use lmgeo_tables::{EmbeddingReader, Extraction, TextMatrix};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -67,22 +67,16 @@ impl Layers {
         }
     }
 
-    /// The layers to read from a table, using its metadata: `lmgeo.layers`
-    /// (comma-separated) and `lmgeo.final_norm_layer`.
+    /// The layers to read from a table, using its [`Extraction`] record
+    /// when `extract` wrote it.
     pub fn resolve(&self, table: &Path) -> Result<Option<Vec<i32>>, NodeError> {
         match self {
             Layers::Named(LayerName::All) => Ok(None),
             Layers::List(list) => Ok(Some(list.clone())),
             Layers::Named(LayerName::Last) => {
                 let reader = EmbeddingReader::open(table)?;
-                let final_norm: Option<i32> = reader
-                    .metadata("lmgeo.final_norm_layer")
-                    .and_then(|v| v.parse().ok());
-                let layers: Vec<i32> = match reader.metadata("lmgeo.layers") {
-                    Some(list) => list
-                        .split(',')
-                        .filter_map(|v| v.trim().parse().ok())
-                        .collect(),
+                let (layers, final_norm) = match Extraction::of(&reader) {
+                    Some(extraction) => (extraction.layers, Some(extraction.final_norm_layer)),
                     None => {
                         let mut seen: Vec<i32> = Vec::new();
                         for m in reader {
@@ -91,7 +85,7 @@ impl Layers {
                                 seen.push(layer);
                             }
                         }
-                        seen
+                        (seen, None)
                     }
                 };
                 let last = layers

@@ -328,24 +328,15 @@ impl Node for Extract {
                 "layer {bad} does not exist: the model has {n_layers} blocks"
             )));
         }
-        let metadata = vec![
-            ("lmgeo.model".to_string(), p.model.clone()),
-            ("lmgeo.architecture".to_string(), info.architecture.clone()),
-            ("lmgeo.device".to_string(), info.device.clone()),
-            ("lmgeo.n_layers".to_string(), n_layers.to_string()),
-            (
-                "lmgeo.final_norm_layer".to_string(),
-                final_layer.to_string(),
-            ),
-            (
-                "lmgeo.layers".to_string(),
-                wanted
-                    .iter()
-                    .map(|l| l.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-        ];
+        let metadata = lmgeo_tables::Extraction {
+            model: p.model.clone(),
+            architecture: info.architecture.clone(),
+            device: info.device.clone(),
+            n_layers: info.n_layers,
+            final_norm_layer: final_layer,
+            layers: wanted.clone(),
+        }
+        .to_metadata();
         let mut tokens_rows: Vec<Record> = Vec::new();
         let mut sequences: Vec<(usize, Vec<u32>)> = Vec::new();
         for (index, (id, text, _)) in texts.iter().enumerate() {

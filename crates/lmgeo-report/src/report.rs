@@ -92,6 +92,10 @@ pub struct Section {
 }
 
 impl Section {
+    /// The output through which a node hands its section to the report
+    /// (a JSON file of this type).
+    pub const OUTPUT: &'static str = "section";
+
     pub fn new(
         title: impl Into<String>,
         claim: impl Into<String>,

@@ -208,6 +208,71 @@ impl EmbeddingWriter {
     }
 }
 
+/// What the `extract` step records about an embedding table, in its
+/// Parquet key-value metadata (`lmgeo.*` keys); the probes read it back
+/// with [`Extraction::of`]. One owner for the keys, so writer and readers
+/// cannot drift apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extraction {
+    /// The model as the experiment named it.
+    pub model: String,
+    pub architecture: String,
+    /// Where it ran (`cpu`, `cuda:0`).
+    pub device: String,
+    /// Transformer blocks (layer 0 is the embedding output).
+    pub n_layers: usize,
+    /// The layer number given to the final norm's output.
+    pub final_norm_layer: i32,
+    /// The layers the table holds, in the order they were requested.
+    pub layers: Vec<i32>,
+}
+
+impl Extraction {
+    const MODEL: &'static str = "lmgeo.model";
+    const ARCHITECTURE: &'static str = "lmgeo.architecture";
+    const DEVICE: &'static str = "lmgeo.device";
+    const N_LAYERS: &'static str = "lmgeo.n_layers";
+    const FINAL_NORM_LAYER: &'static str = "lmgeo.final_norm_layer";
+    const LAYERS: &'static str = "lmgeo.layers";
+
+    /// The key-value pairs for [`EmbeddingWriter::create`].
+    pub fn to_metadata(&self) -> Vec<(String, String)> {
+        let layers: Vec<String> = self.layers.iter().map(i32::to_string).collect();
+        vec![
+            (Self::MODEL.into(), self.model.clone()),
+            (Self::ARCHITECTURE.into(), self.architecture.clone()),
+            (Self::DEVICE.into(), self.device.clone()),
+            (Self::N_LAYERS.into(), self.n_layers.to_string()),
+            (
+                Self::FINAL_NORM_LAYER.into(),
+                self.final_norm_layer.to_string(),
+            ),
+            (Self::LAYERS.into(), layers.join(",")),
+        ]
+    }
+
+    /// The record of a table written by `extract`; `None` for tables from
+    /// elsewhere (plugins, the demo nodes) or with a damaged record.
+    pub fn of(reader: &EmbeddingReader) -> Option<Self> {
+        let layers = reader.metadata(Self::LAYERS)?;
+        Some(Self {
+            model: reader.metadata(Self::MODEL)?.to_string(),
+            architecture: reader.metadata(Self::ARCHITECTURE)?.to_string(),
+            device: reader.metadata(Self::DEVICE).unwrap_or("cpu").to_string(),
+            n_layers: reader.metadata(Self::N_LAYERS)?.parse().ok()?,
+            final_norm_layer: reader.metadata(Self::FINAL_NORM_LAYER)?.parse().ok()?,
+            layers: if layers.is_empty() {
+                Vec::new()
+            } else {
+                layers
+                    .split(',')
+                    .map(|l| l.trim().parse().ok())
+                    .collect::<Option<Vec<i32>>>()?
+            },
+        })
+    }
+}
+
 /// Reads an embedding table back as one matrix per (text, layer).
 pub struct EmbeddingReader {
     batches: ParquetRecordBatchReader,
@@ -359,6 +424,34 @@ mod tests {
         let tokens: Vec<String> = ids.iter().map(|i| format!("t{i}")).collect();
         let data: Vec<f32> = (0..n * d).map(|i| base + i as f32).collect();
         (ids, tokens, data, text.to_string(), layer)
+    }
+
+    #[test]
+    fn the_extraction_record_reads_back_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let extraction = Extraction {
+            model: "smollm2-135m".into(),
+            architecture: "llama".into(),
+            device: "cpu".into(),
+            n_layers: 30,
+            final_norm_layer: 31,
+            layers: vec![0, 15, 31],
+        };
+        let writer = EmbeddingWriter::create(&path, 2, extraction.to_metadata()).unwrap();
+        writer.finish().unwrap();
+        let reader = EmbeddingReader::open(&path).unwrap();
+        assert_eq!(Extraction::of(&reader), Some(extraction));
+        // A table written without the record has none.
+        let other = dir.path().join("o.parquet");
+        EmbeddingWriter::create(&other, 2, vec![])
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert_eq!(
+            Extraction::of(&EmbeddingReader::open(&other).unwrap()),
+            None
+        );
     }
 
     #[test]

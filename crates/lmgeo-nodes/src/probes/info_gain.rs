@@ -134,7 +134,7 @@ impl Node for InfoGain {
                     "curve",
                     "gain of each token against its prefix, per (text, layer, position)",
                 ),
-                OutputPort::published("section", "the report section").with_extension("json"),
+                crate::report::section_output(),
             ],
             ..Interface::default()
         })

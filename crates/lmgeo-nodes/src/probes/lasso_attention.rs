@@ -136,7 +136,7 @@ impl Node for LassoAttention {
                     "token_weights",
                     "per (text, layer, position): token, |beta| and attention weight",
                 ),
-                OutputPort::published("section", "the report section").with_extension("json"),
+                crate::report::section_output(),
             ],
             ..Interface::default()
         })

@@ -170,7 +170,7 @@ impl Node for LayerSimilarity {
                     "matrix",
                     "one row per (layer_a, layer_b, measure): value, interval, p-value",
                 ),
-                OutputPort::published("section", "the report section").with_extension("json"),
+                crate::report::section_output(),
             ],
             ..Interface::default()
         })

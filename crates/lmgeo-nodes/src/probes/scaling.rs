@@ -46,12 +46,7 @@ pub fn label_of(input: &InputArtifact) -> String {
     if input.coords.is_empty() {
         input.node.clone()
     } else {
-        input
-            .coords
-            .iter()
-            .map(|(a, v)| format!("{a}={v}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        input.coords.to_string()
     }
 }
 
@@ -210,7 +205,7 @@ impl Node for PowerLaw {
                     "points",
                     "per model: size, mean and standard error of the metric",
                 ),
-                OutputPort::published("section", "the report section").with_extension("json"),
+                crate::report::section_output(),
             ],
             ..Interface::default()
         })
@@ -506,7 +501,7 @@ impl Node for DiffErank {
                     "per_layer",
                     "per model and layer: both eranks and their difference",
                 ),
-                OutputPort::published("section", "the report section").with_extension("json"),
+                crate::report::section_output(),
             ],
             ..Interface::default()
         })
@@ -713,7 +708,7 @@ impl Node for SimulateScaling {
                     "points",
                     "per config: hidden size, parameters, simulated entropies",
                 ),
-                OutputPort::published("section", "the report section").with_extension("json"),
+                crate::report::section_output(),
             ],
             files: p
                 .configs

@@ -151,7 +151,7 @@ impl Node for SentenceDistance {
                     "matrix",
                     "all distances among the first texts, for heatmaps",
                 ),
-                OutputPort::published("section", "the report section").with_extension("json"),
+                crate::report::section_output(),
             ],
             ..Interface::default()
         })
