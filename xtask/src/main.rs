@@ -10,6 +10,9 @@
 //! Builds use the workspace's one `dev` profile, whose dependencies are fully
 //! optimised: the tests and the runs share every compiled artifact.
 
+#[cfg(test)]
+mod tidy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -69,13 +72,11 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
             }
         }
         Some("fetch-models") => {
+            // Without names, every model in lmgeo-models' registry.
             let names: Vec<String> = if args.len() > 1 {
                 args[1..].to_vec()
             } else {
-                ["minilm-l6", "smollm2-135m", "gemma3-270m"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
+                vec!["--all".to_string()]
             };
             for name in names {
                 let status = cargo()

@@ -712,6 +712,26 @@ mod tests {
     /// Piecewise hashing must give blake3's one-shot digest, at sizes
     /// around and across the piece boundary.
     #[test]
+    fn the_layout_in_the_module_doc_is_the_layout_on_disk() {
+        // The folder names of the ```text block at the top of this file.
+        let documented: BTreeSet<String> = include_str!("store.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! cache/"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .filter_map(|l| l.trim_start_matches("//!").split_whitespace().next())
+            .map(|path| path.split('/').next().unwrap_or(path).to_string())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("cache")).unwrap();
+        let created: BTreeSet<String> = fs::read_dir(store.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(documented, created);
+    }
+
+    #[test]
     fn file_digest_equals_one_shot_blake3() {
         let dir = tempfile::tempdir().unwrap();
         let piece = 8 * 1024 * 1024;

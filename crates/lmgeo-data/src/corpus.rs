@@ -1,3 +1,8 @@
+//! A loaded corpus and its deterministic selection: length filters, seeded
+//! sampling by a keyed hash of each unit (a text, or an aligned pair) so the
+//! same seed picks the same units whatever the file order, and `n` growing
+//! extends a sample instead of reshuffling it.
+
 use std::collections::HashMap;
 
 use rand::{RngCore, SeedableRng};

@@ -1,3 +1,5 @@
+//! The crate's one error type.
+
 use std::fmt;
 
 /// Everything that can go wrong while reading or selecting a corpus.

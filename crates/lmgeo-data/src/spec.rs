@@ -1,3 +1,6 @@
+//! `CorpusSpec`: the corpus table of an experiment file (format, path or
+//! built-in name, sampling and filters), and loading it.
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

@@ -1,3 +1,5 @@
+//! One text and where it came from.
+
 use serde::{Deserialize, Serialize};
 
 /// One text of a corpus, with enough provenance to find it again.

@@ -1,3 +1,5 @@
+//! Token-level truncation, as extraction does it.
+
 use serde::{Deserialize, Serialize};
 
 /// Which end of a token sequence survives truncation.

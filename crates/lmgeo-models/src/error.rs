@@ -1,3 +1,5 @@
+//! The crate's one error type: every variant names the file or model at fault.
+
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]

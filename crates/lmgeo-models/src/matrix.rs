@@ -1,3 +1,5 @@
+//! `F32Matrix`, the plain matrix every forward pass returns.
+
 /// A dense row-major `f32` matrix: the currency between this crate and the rest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct F32Matrix {

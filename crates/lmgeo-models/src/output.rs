@@ -1,3 +1,6 @@
+//! What a forward pass returns: the model's static facts and, per text, every
+//! layer's hidden states, attention probabilities and logits.
+
 use crate::F32Matrix;
 
 /// Static facts about a loaded model, read from its config.

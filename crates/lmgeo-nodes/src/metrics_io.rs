@@ -1,3 +1,5 @@
+//! Reading an upstream node's `metrics` output inside a node.
+
 use std::path::Path;
 
 use lmgeo_dag::{MetricRow, NodeError};
