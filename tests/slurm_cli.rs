@@ -158,12 +158,13 @@ fn files_under(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 struct Setup {
     _tmp: tempfile::TempDir,
     root: PathBuf,
+    file: &'static str,
     local_csv: String,
 }
 
 impl Setup {
     /// A temporary folder and the local run's results of `file`.
-    fn new(file: &str, extra: &[&str]) -> Setup {
+    fn new(file: &'static str, extra: &[&str]) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let run = local(
@@ -177,6 +178,7 @@ impl Setup {
         Setup {
             _tmp: tmp,
             root,
+            file,
             local_csv,
         }
     }
@@ -184,19 +186,30 @@ impl Setup {
     fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
+
+    /// `lmgeo run --executor slurm` of the setup's file on the fake Slurm
+    /// (its state in `fake/`, the store in `store/`) into `out`, polling
+    /// fast, with the fake's settings `env` and `more` arguments.
+    fn on_fake(&self, out: &str, env: &[(&str, &str)], more: &[&str]) -> Run {
+        let mut cmd = with_fake(&self.path("fake"));
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        run_cmd(
+            cmd,
+            &self.path("store"),
+            self.file,
+            &self.path(out),
+            &args(&FAST, more),
+        )
+    }
 }
 
 #[test]
 fn demo_on_slurm_equals_the_local_run_and_reruns_from_the_store() {
     let s = Setup::new(DEMO, &[]);
     let state = s.path("fake");
-    let run = run_cmd(
-        with_fake(&state),
-        &s.path("store"),
-        DEMO,
-        &s.path("out"),
-        &args(&FAST, &[]),
-    );
+    let run = s.on_fake("out", &[], &[]);
     assert!(run.success(), "{}", run.stderr());
     let summary = run.summary();
     assert_eq!(summary["ran"], 15, "{summary}");
@@ -222,13 +235,7 @@ fn demo_on_slurm_equals_the_local_run_and_reruns_from_the_store() {
     }
     assert_eq!(count(&all, "scontrol"), 1, "MaxArraySize is read once");
 
-    let again = run_cmd(
-        with_fake(&state),
-        &s.path("store"),
-        DEMO,
-        &s.path("out2"),
-        &args(&FAST, &[]),
-    );
+    let again = s.on_fake("out2", &[], &[]);
     assert!(again.success(), "{}", again.stderr());
     assert_eq!(again.summary()["cached"], 15);
     assert_eq!(
@@ -243,15 +250,7 @@ fn demo_on_slurm_equals_the_local_run_and_reruns_from_the_store() {
 fn arrays_are_split_to_respect_max_array_size() {
     let s = Setup::new(DEMO, &[]);
     let state = s.path("fake");
-    let mut cmd = with_fake(&state);
-    cmd.env("FAKE_SLURM_MAX_ARRAY_SIZE", "4");
-    let run = run_cmd(
-        cmd,
-        &s.path("store"),
-        DEMO,
-        &s.path("out"),
-        &args(&FAST, &[]),
-    );
+    let run = s.on_fake("out", &[("FAKE_SLURM_MAX_ARRAY_SIZE", "4")], &[]);
     assert!(run.success(), "{}", run.stderr());
     assert_eq!(results_csv(&s.path("out")), s.local_csv);
     let sbatch: Vec<Vec<String>> = calls(&state)
@@ -277,16 +276,7 @@ fn arrays_are_split_to_respect_max_array_size() {
 #[test]
 fn a_failed_task_shows_its_log_blocks_its_descendants_and_a_rerun_completes() {
     let s = Setup::new(DEMO, &[]);
-    let state = s.path("fake");
-    let mut cmd = with_fake(&state);
-    cmd.env("FAKE_SLURM_FAIL", "0");
-    let run = run_cmd(
-        cmd,
-        &s.path("store"),
-        DEMO,
-        &s.path("out"),
-        &args(&FAST, &[]),
-    );
+    let run = s.on_fake("out", &[("FAKE_SLURM_FAIL", "0")], &[]);
     assert_eq!(run.code(), Some(1), "{}", run.stderr());
     let summary = run.summary();
     assert!(summary["failed"].as_u64().unwrap() >= 1, "{summary}");
@@ -312,13 +302,7 @@ fn a_failed_task_shows_its_log_blocks_its_descendants_and_a_rerun_completes() {
     );
 
     let before = computed_keys(&s.path("store")).len();
-    let rerun = run_cmd(
-        with_fake(&state),
-        &s.path("store"),
-        DEMO,
-        &s.path("out"),
-        &args(&FAST, &[]),
-    );
+    let rerun = s.on_fake("out", &[], &[]);
     assert!(rerun.success(), "{}", rerun.stderr());
     assert_eq!(results_csv(&s.path("out")), s.local_csv);
     let counts = computed_keys(&s.path("store"));
@@ -332,27 +316,12 @@ fn a_failed_task_shows_its_log_blocks_its_descendants_and_a_rerun_completes() {
 #[test]
 fn a_vanished_job_is_a_failure_after_the_grace_period() {
     let s = Setup::new(DEMO, &[]);
-    let state = s.path("fake");
-    let mut cmd = with_fake(&state);
-    cmd.env("FAKE_SLURM_VANISH", "1");
     let started = Instant::now();
-    let run = run_cmd(
-        cmd,
-        &s.path("store"),
-        DEMO,
-        &s.path("out"),
-        &args(&FAST, &[]),
-    );
+    let run = s.on_fake("out", &[("FAKE_SLURM_VANISH", "1")], &[]);
     assert_eq!(run.code(), Some(1), "{}", run.stderr());
     assert!(run.stderr().contains("VANISHED"), "{}", run.stderr());
     assert!(started.elapsed() < Duration::from_secs(60));
-    let rerun = run_cmd(
-        with_fake(&state),
-        &s.path("store"),
-        DEMO,
-        &s.path("out"),
-        &args(&FAST, &[]),
-    );
+    let rerun = s.on_fake("out", &[], &[]);
     assert!(rerun.success(), "{}", rerun.stderr());
     assert_eq!(results_csv(&s.path("out")), s.local_csv);
 }
@@ -361,15 +330,10 @@ fn a_vanished_job_is_a_failure_after_the_grace_period() {
 fn requeued_and_preempted_tasks_still_give_the_local_results() {
     for scenario in ["FAKE_SLURM_REQUEUE", "FAKE_SLURM_PREEMPT"] {
         let s = Setup::new(SLOW, &["--set", "wait.params.seconds=1"]);
-        let state = s.path("fake");
-        let mut cmd = with_fake(&state);
-        cmd.env(scenario, "0,2").env("FAKE_SLURM_KILL_AFTER", "0.5");
-        let run = run_cmd(
-            cmd,
-            &s.path("store"),
-            SLOW,
-            &s.path("out"),
-            &args(&FAST, &["--set", "wait.params.seconds=1"]),
+        let run = s.on_fake(
+            "out",
+            &[(scenario, "0,2"), ("FAKE_SLURM_KILL_AFTER", "0.5")],
+            &["--set", "wait.params.seconds=1"],
         );
         assert!(run.success(), "{scenario}: {}", run.stderr());
         assert_eq!(results_csv(&s.path("out")), s.local_csv, "{scenario}");
@@ -414,13 +378,7 @@ fn wait_for_queue(state: &Path, run_id: &str, limit: Duration) {
 fn a_detached_run_returns_at_once_and_a_later_run_collects_it() {
     let s = Setup::new(DEMO, &[]);
     let state = s.path("fake");
-    let run = run_cmd(
-        with_fake(&state),
-        &s.path("store"),
-        DEMO,
-        &s.path("out"),
-        &args(&FAST, &["--detach"]),
-    );
+    let run = s.on_fake("out", &[], &["--detach"]);
     assert!(run.success(), "{}", run.stderr());
     let summary = run.summary();
     assert_eq!(summary["submitted"], 15, "{summary}");
@@ -460,15 +418,7 @@ fn a_detached_run_returns_at_once_and_a_later_run_collects_it() {
 fn a_detached_wave_after_a_failure_ends_instead_of_pending_forever() {
     let s = Setup::new(DEMO, &[]);
     let state = s.path("fake");
-    let mut cmd = with_fake(&state);
-    cmd.env("FAKE_SLURM_FAIL", "0");
-    let run = run_cmd(
-        cmd,
-        &s.path("store"),
-        DEMO,
-        &s.path("out"),
-        &args(&FAST, &["--detach"]),
-    );
+    let run = s.on_fake("out", &[("FAKE_SLURM_FAIL", "0")], &["--detach"]);
     assert!(run.success(), "{}", run.stderr());
     let run_id = run.summary()["run_id"].as_str().unwrap().to_string();
     // Drains: dependents of the failed task fail on their missing input.
@@ -480,13 +430,7 @@ fn a_detached_wave_after_a_failure_ends_instead_of_pending_forever() {
         .collect();
     assert!(text.contains("has no results in the store"), "{text}");
     // And a rerun finishes the job.
-    let rerun = run_cmd(
-        with_fake(&state),
-        &s.path("store"),
-        DEMO,
-        &s.path("out"),
-        &args(&FAST, &[]),
-    );
+    let rerun = s.on_fake("out", &[], &[]);
     assert!(rerun.success(), "{}", rerun.stderr());
     assert_eq!(results_csv(&s.path("out")), s.local_csv);
 }

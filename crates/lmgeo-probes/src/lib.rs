@@ -83,6 +83,7 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod bootstrap;
 mod checks;
 pub mod distance;
 pub mod entropy;

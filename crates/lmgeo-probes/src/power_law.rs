@@ -7,6 +7,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+pub use crate::bootstrap::{BootstrapOptions, Interval, quantile};
 use crate::checks;
 use crate::error::{ProbeError, Result};
 
@@ -121,64 +122,8 @@ fn fit_logs(lx: &[f64], ly: &[f64]) -> Result<PowerLawFit> {
     })
 }
 
-/// Settings of [`bootstrap_exponent_ci`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BootstrapOptions {
-    /// Number of bootstrap refits.
-    pub resamples: usize,
-    /// Coverage of the percentile interval, in `(0, 1)`.
-    pub level: f64,
-    /// Seed of the ChaCha20 generator (results are reproducible).
-    pub seed: u64,
-}
-
-impl BootstrapOptions {
-    /// Errors unless `level` lies in `(0, 1)` and `resamples >= 2`.
-    pub(crate) fn validate(&self) -> Result<()> {
-        if !(self.level > 0.0 && self.level < 1.0) {
-            return Err(ProbeError::InvalidParameter {
-                name: "level",
-                value: self.level,
-                reason: "must lie strictly between 0 and 1",
-            });
-        }
-        if self.resamples < 2 {
-            return Err(ProbeError::InvalidParameter {
-                name: "resamples",
-                value: self.resamples as f64,
-                reason: "need at least 2 bootstrap resamples",
-            });
-        }
-        Ok(())
-    }
-}
-
-impl Default for BootstrapOptions {
-    fn default() -> Self {
-        Self {
-            resamples: 2000,
-            level: 0.95,
-            seed: 0,
-        }
-    }
-}
-
 /// A percentile bootstrap interval for the exponent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExponentInterval {
-    /// Exponent fitted on the per-model means of all texts.
-    pub estimate: f64,
-    /// Lower end of the interval.
-    pub lower: f64,
-    /// Upper end of the interval.
-    pub upper: f64,
-    /// Coverage requested.
-    pub level: f64,
-    /// Number of bootstrap refits.
-    pub resamples: usize,
-    /// Standard deviation of the bootstrap exponents.
-    pub bootstrap_std: f64,
-}
+pub type ExponentInterval = Interval;
 
 /// Percentile bootstrap interval for `b`.
 ///
@@ -221,44 +166,7 @@ pub fn bootstrap_exponent_ci(
         }
         exponents.push(fit_logs(&lx, &ly_boot)?.b);
     }
-    exponents.sort_by(f64::total_cmp);
-    let tail = (1.0 - options.level) / 2.0;
-    let m = mean(&exponents);
-    let var =
-        exponents.iter().map(|e| (e - m) * (e - m)).sum::<f64>() / (exponents.len() - 1) as f64;
-    Ok(ExponentInterval {
-        estimate,
-        lower: quantile_sorted(&exponents, tail),
-        upper: quantile_sorted(&exponents, 1.0 - tail),
-        level: options.level,
-        resamples: options.resamples,
-        bootstrap_std: var.sqrt(),
-    })
-}
-
-/// Quantile `q` in `[0, 1]` of ascending `sorted` values, interpolating
-/// linearly between order statistics at position `q (m - 1)` (numpy's
-/// default). Errors on empty input or `q` outside `[0, 1]`.
-pub fn quantile(values: &[f64], q: f64) -> Result<f64> {
-    checks::data_vector("values", values)?;
-    if !(0.0..=1.0).contains(&q) {
-        return Err(ProbeError::InvalidParameter {
-            name: "quantile",
-            value: q,
-            reason: "must lie in [0, 1]",
-        });
-    }
-    let mut s = values.to_vec();
-    s.sort_by(f64::total_cmp);
-    Ok(quantile_sorted(&s, q))
-}
-
-pub(crate) fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    let frac = pos - lo as f64;
-    sorted[lo] + frac * (sorted[hi] - sorted[lo])
+    Ok(Interval::percentile(estimate, exponents, options))
 }
 
 /// The paper's simulation: normalised coding length of a representation

@@ -34,10 +34,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 
+use crate::bootstrap::{BootstrapOptions, Interval};
 use crate::checks;
 use crate::error::{ProbeError, Result};
 use crate::kernels::{dot, mirror_lower, par, row_gram_lower_panels};
-use crate::power_law::{BootstrapOptions, quantile_sorted};
 use crate::preprocess::row_norms;
 
 /// Default `threshold` of [`rbf_cka`]: the bandwidth is the median
@@ -985,21 +985,7 @@ fn gather_rows(m: MatRef<'_, f64>, rows: &[usize], out: &mut Mat<f64>) {
 }
 
 /// A percentile bootstrap interval for a score.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScoreInterval {
-    /// The score on all items.
-    pub estimate: f64,
-    /// Lower end of the interval.
-    pub lower: f64,
-    /// Upper end of the interval.
-    pub upper: f64,
-    /// Coverage requested.
-    pub level: f64,
-    /// Number of resamples.
-    pub resamples: usize,
-    /// Standard deviation of the resampled scores.
-    pub bootstrap_std: f64,
-}
+pub type ScoreInterval = Interval;
 
 /// Percentile bootstrap interval of a pairwise score over items: each
 /// resample draws `n` row indices with replacement (seeded ChaCha20) and
@@ -1072,19 +1058,7 @@ fn bootstrap(
         rows.iter_mut().for_each(|r| *r = rng.random_range(0..n));
         scores.push(finite_score(resampled_score(&rows)?)?);
     }
-    scores.sort_by(f64::total_cmp);
-    let m = scores.len() as f64;
-    let mean = scores.iter().sum::<f64>() / m;
-    let var = scores.iter().map(|s| (s - mean) * (s - mean)).sum::<f64>() / (m - 1.0);
-    let tail = (1.0 - options.level) / 2.0;
-    Ok(ScoreInterval {
-        estimate,
-        lower: quantile_sorted(&scores, tail),
-        upper: quantile_sorted(&scores, 1.0 - tail),
-        level: options.level,
-        resamples: options.resamples,
-        bootstrap_std: var.sqrt(),
-    })
+    Ok(Interval::percentile(estimate, scores, options))
 }
 
 #[cfg(test)]

@@ -313,7 +313,45 @@ pub fn run_attached(
                 );
             }
         }
-        if tasks.is_empty() {
+        let cancelled = options.cancel.load(Ordering::SeqCst);
+        if cancelled {
+            let live: Vec<String> = tasks
+                .values()
+                .map(|t| t.job.clone())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            if !live.is_empty()
+                && let Err(e) = slurm.cancel(&live)
+            {
+                tracing::warn!("cannot cancel jobs {}: {e}", live.join(", "));
+            }
+            // What committed before the cancel is kept and counted.
+            for (i, task) in std::mem::take(&mut tasks) {
+                if let Some(outcome) = cached_outcome(store, &task.key) {
+                    settle(i, outcome, &task, &mut actions, &mut outcomes, &mut state);
+                }
+            }
+        }
+        let finished = cancelled || tasks.is_empty();
+        let progress = progress_of(
+            graph,
+            options,
+            &state,
+            &outcomes,
+            &tasks,
+            &submitter.jobs,
+            &failures,
+            slurm,
+            finished,
+        );
+        let _ = progress.write(&options.run_dir);
+        let line = progress.line();
+        if finished || line != last_line {
+            on_progress(&progress);
+            last_line = line;
+        }
+        if finished {
             break;
         }
 
@@ -323,22 +361,7 @@ pub fn run_attached(
             std::thread::sleep(Duration::from_millis(50).min(options.poll));
         }
         if options.cancel.load(Ordering::SeqCst) {
-            let live: Vec<String> = tasks
-                .values()
-                .map(|t| t.job.clone())
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
-            if let Err(e) = slurm.cancel(&live) {
-                tracing::warn!("cannot cancel jobs {}: {e}", live.join(", "));
-            }
-            // What committed before the cancel is kept and counted.
-            for (i, task) in std::mem::take(&mut tasks) {
-                if let Some(outcome) = cached_outcome(store, &task.key) {
-                    settle(i, outcome, &task, &mut actions, &mut outcomes, &mut state);
-                }
-            }
-            break;
+            continue;
         }
 
         // The store first: a committed action is success, whatever the queue says.
@@ -445,39 +468,8 @@ pub fn run_attached(
                 stopping |= !options.keep_going;
             }
         }
-
-        let progress = progress_of(
-            graph,
-            options,
-            &state,
-            &outcomes,
-            &tasks,
-            &submitter.jobs,
-            &failures,
-            slurm,
-            false,
-        );
-        let _ = progress.write(&options.run_dir);
-        let line = progress.line();
-        if line != last_line {
-            on_progress(&progress);
-            last_line = line;
-        }
     }
 
-    let progress = progress_of(
-        graph,
-        options,
-        &state,
-        &outcomes,
-        &tasks,
-        &submitter.jobs,
-        &failures,
-        slurm,
-        true,
-    );
-    let _ = progress.write(&options.run_dir);
-    on_progress(&progress);
     let report = RunReport {
         outcomes,
         run_dir: options.run_dir.clone(),

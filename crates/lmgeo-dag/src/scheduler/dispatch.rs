@@ -98,65 +98,54 @@ pub fn run(
             if graph.instances[index].configured.interface.heavy {
                 heavy_running -= 1;
             }
-            match execution {
-                Execution::Finished(outcome) => {
-                    let ok = outcome.status.succeeded();
-                    observer.finished(&graph.instances[index].id, &outcome);
-                    actions[index] = outcome.action.clone();
-                    outcomes[index] = outcome;
-                    if ok {
-                        state[index] = State::Done;
-                        for &d in &dependents[index] {
-                            if state[d] == State::Waiting
-                                && upstreams[d].iter().all(|&u| state[u] == State::Done)
-                            {
-                                state[d] = State::Ready;
-                                ready.push_back(d);
-                            }
-                        }
-                    } else {
-                        state[index] = State::Failed;
-                        block_descendants(
-                            graph,
-                            index,
-                            &dependents,
-                            &mut state,
-                            &mut outcomes,
-                            observer,
-                        );
-                        if !options.keep_going {
-                            stopping = true;
-                        }
-                    }
-                }
+            let outcome = match execution {
+                Execution::Finished(outcome) => outcome,
                 Execution::CorruptInput { upstream, outcome } => {
                     // Recompute the upstream once; a second corruption of the
                     // same blob in one run is a failure, not a loop.
                     reruns[upstream] += 1;
-                    if reruns[upstream] > 1 {
-                        observer.finished(&graph.instances[index].id, &outcome);
-                        outcomes[index] = NodeOutcome {
-                            status: Status::Failed(format!(
-                                "input from `{}` is corrupt again after recomputing it",
-                                graph.instances[upstream].id
-                            )),
-                            ..outcome
-                        };
-                        state[index] = State::Failed;
-                        block_descendants(
-                            graph,
-                            index,
-                            &dependents,
-                            &mut state,
-                            &mut outcomes,
-                            observer,
-                        );
-                    } else {
+                    if reruns[upstream] == 1 {
                         state[index] = State::Waiting;
                         state[upstream] = State::Ready;
                         actions[upstream] = None;
                         ready.push_front(upstream);
+                        continue;
                     }
+                    NodeOutcome {
+                        status: Status::Failed(format!(
+                            "input from `{}` is corrupt again after recomputing it",
+                            graph.instances[upstream].id
+                        )),
+                        ..outcome
+                    }
+                }
+            };
+            let ok = outcome.status.succeeded();
+            observer.finished(&graph.instances[index].id, &outcome);
+            actions[index] = outcome.action.clone();
+            outcomes[index] = outcome;
+            if ok {
+                state[index] = State::Done;
+                for &d in &dependents[index] {
+                    if state[d] == State::Waiting
+                        && upstreams[d].iter().all(|&u| state[u] == State::Done)
+                    {
+                        state[d] = State::Ready;
+                        ready.push_back(d);
+                    }
+                }
+            } else {
+                state[index] = State::Failed;
+                block_descendants(
+                    graph,
+                    index,
+                    &dependents,
+                    &mut state,
+                    &mut outcomes,
+                    observer,
+                );
+                if !options.keep_going {
+                    stopping = true;
                 }
             }
         }
