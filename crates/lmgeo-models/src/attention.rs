@@ -1,21 +1,29 @@
-//! The attention core shared by GPT-NeoX and BERT: for every (sequence, head),
-//! scores `q k^T`, the masked softmax, and the weighted sum of values, read
-//! straight from the fused QKV projection and written straight into the
-//! `(batch, n, hidden)` context.
+//! The CPU attention kernels, on raw `f32` slices with the `gemm` crate (the
+//! kernel candle itself uses) rather than with candle tensor ops:
 //!
-//! Doing this per head with gemm on strided views, rather than with batched
-//! candle ops, avoids: the `(batch, heads, n, n)` score tensor (one `n x n`
-//! buffer per task instead, kept only when the caller wants the
-//! probabilities), the copies that split and merge heads, the second copy of
-//! captured probabilities into the output matrices, all work on right padding,
-//! and, for causal models, most of the upper triangle (rows go in blocks, each
-//! block against the keys up to its last row).
+//! - [`attend`], for GPT-NeoX and BERT: batches of right-padded sequences, q,
+//!   k and v read straight from the fused QKV projection and the context
+//!   written straight into `(batch, n, hidden)`;
+//! - [`cpu_attention_fused`] and [`cpu_attention_split`], for the Llama-family
+//!   decoders: one sequence, grouped-query heads, per-head RMSNorm and rotary
+//!   applied while q and k are copied out, sliding windows and soft-capping.
+//!
+//! Both work per (sequence, head, block of query rows) with gemm on strided
+//! views, which avoids: the `(batch, heads, n, n)` score tensor (one block of
+//! rows per task instead, written straight into the output matrices when the
+//! caller wants the probabilities), the copies that split and merge heads, all
+//! work on right padding, and most of the masked upper triangle (each block of
+//! rows against the keys up to its last row, and for sliding windows, from its
+//! first row's window on), which halves the attention work at long contexts.
+//! The softmax is [`crate::kernels::softmax_row`].
 
 use rayon::prelude::*;
 
-use crate::F32Matrix;
-use crate::cpu_kernels::softmax_row;
+use candle_core::{Device, Tensor};
+
 use crate::hf_common::RowSelection;
+use crate::kernels::{softmax_row, with_f32};
+use crate::{F32Matrix, ModelError};
 
 /// Rows per block of a causal score computation: smaller blocks skip more of
 /// the masked triangle, larger ones run gemm at a better size.
@@ -65,18 +73,141 @@ pub(crate) struct AttentionResult {
     pub probs: Vec<Vec<F32Matrix>>,
 }
 
-/// A raw pointer that may cross threads: each task writes a disjoint set of
-/// context entries (its own sequence rows and head columns).
+/// A raw pointer that may cross threads: each task writes a disjoint region
+/// of the buffer behind it (its own block of query rows of its own head).
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+struct SendPtr(*mut f32);
 // SAFETY: see the type's comment; the pointee outlives the parallel section.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
 
-impl SharedMut {
+impl SendPtr {
     // A method, so that closures capture the wrapper rather than its raw field.
-    fn ptr(self) -> *mut f32 {
+    fn get(self) -> *mut f32 {
         self.0
+    }
+}
+
+/// Scores of a block: `dst[r, j] = sum_c q[r, c] k[j, c]` for `rows` query rows
+/// and `keys` keys of `d` channels; `ld_*` are the row strides.
+///
+/// # Safety
+/// Every pointer must be valid for the rows, columns and strides it is given,
+/// and `dst` not aliased by the inputs or by another thread.
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores(
+    rows: usize,
+    keys: usize,
+    d: usize,
+    dst: *mut f32,
+    ld_dst: usize,
+    q: *const f32,
+    ld_q: usize,
+    k: *const f32,
+    ld_k: usize,
+) {
+    // SAFETY: the caller's contract; gemm reads `q` as rows x d, `k`
+    // transposed as d x keys, and writes `dst` as rows x keys.
+    unsafe {
+        gemm::gemm(
+            rows,
+            keys,
+            d,
+            dst,
+            1,
+            ld_dst as isize,
+            false,
+            q,
+            1,
+            ld_q as isize,
+            k,
+            ld_k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Context of a block: `dst[r, c] = sum_j p[r, j] v[j, c]`, the transpose
+/// layout of [`scores`]. Same contract.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mix(
+    rows: usize,
+    d: usize,
+    keys: usize,
+    dst: *mut f32,
+    ld_dst: usize,
+    p: *const f32,
+    ld_p: usize,
+    v: *const f32,
+    ld_v: usize,
+) {
+    // SAFETY: the caller's contract; gemm reads `p` as rows x keys, `v` as
+    // keys x d, and writes `dst` as rows x d.
+    unsafe {
+        gemm::gemm(
+            rows,
+            d,
+            keys,
+            dst,
+            1,
+            ld_dst as isize,
+            false,
+            p,
+            1,
+            ld_p as isize,
+            v,
+            1,
+            ld_v as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Rotary angles as transformers' default (or linearly scaled) rope computes
+/// them, in `f32`: `inv_freq[i] = 1 / base^(2i/d) / factor` and
+/// `angle = position * inv_freq`, for `d` rotated channels. Returns
+/// `(cos, sin)`, each `n x d/2` row-major.
+pub(crate) fn rotary_tables(n: usize, d: usize, base: f64, factor: f64) -> (Vec<f32>, Vec<f32>) {
+    let half = d / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| {
+            let exponent = (2 * i) as f32 / d as f32;
+            1.0f32 / (base as f32).powf(exponent) / factor as f32
+        })
+        .collect();
+    let mut cos = Vec::with_capacity(n * half);
+    let mut sin = Vec::with_capacity(n * half);
+    for p in 0..n {
+        for &f in &inv_freq {
+            let angle = p as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
+
+/// The half-split rotary of transformers' `rotate_half` on one head's first
+/// `2 * cos.len()` channels, in place.
+#[inline]
+fn rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let (x1, x2) = x[..2 * half].split_at_mut(half);
+    for j in 0..half {
+        let (a, b) = (x1[j], x2[j]);
+        x1[j] = a * cos[j] - b * sin[j];
+        x2[j] = b * cos[j] + a * sin[j];
     }
 }
 
@@ -107,7 +238,7 @@ pub(crate) fn attend(
     );
     assert_eq!(lengths.len(), batch);
     let mut context = vec![0f32; batch * n * hidden];
-    let ctx = SharedMut(context.as_mut_ptr());
+    let ctx = SendPtr(context.as_mut_ptr());
     let tasks: Vec<(usize, usize)> = (0..batch)
         .flat_map(|b| (0..heads).map(move |h| (b, h)))
         .collect();
@@ -129,56 +260,35 @@ pub(crate) fn attend(
                 // rows r0..r1 and keys 0..keys of this sequence, columns 0..hd of
                 // this head, in buffers whose lengths the asserts checked.
                 unsafe {
-                    gemm::gemm(
+                    scores(
                         r1 - r0,
                         keys,
                         hd,
                         probs.as_mut_ptr().add(r0 * len),
-                        1,
-                        len as isize,
-                        false,
+                        len,
                         q.as_ptr().add(r0 * ts),
-                        1,
-                        ts as isize,
+                        ts,
                         k.as_ptr(),
-                        ts as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        ts,
                     );
                 }
                 for i in r0..r1 {
                     let visible = if causal { i + 1 } else { len };
-                    softmax_row(&mut probs[i * len..(i + 1) * len], visible, scale);
+                    softmax_row(&mut probs[i * len..(i + 1) * len], 0, visible, scale, None);
                 }
                 // SAFETY: as above; the context rows r0..r1 of sequence b and
                 // columns h*hd..(h+1)*hd are written by this task only.
                 unsafe {
-                    let dst = ctx.ptr().add((b * n + r0) * hidden + h * hd);
-                    gemm::gemm(
+                    mix(
                         r1 - r0,
                         hd,
                         keys,
-                        dst,
-                        1,
-                        hidden as isize,
-                        false,
+                        ctx.get().add((b * n + r0) * hidden + h * hd),
+                        hidden,
                         probs.as_ptr().add(r0 * len),
-                        1,
-                        len as isize,
+                        len,
                         v.as_ptr(),
-                        1,
-                        ts as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        ts,
                     );
                 }
             }
@@ -225,12 +335,7 @@ pub(crate) fn rope_in_place(qkv: &mut [f32], layout: QkvLayout, cos: &[f32], sin
         for h in 0..heads {
             let (qo, ko, _) = layout.offsets(h);
             for off in [qo, ko] {
-                let (x1, x2) = token[off..off + 2 * half].split_at_mut(half);
-                for j in 0..half {
-                    let (a, b) = (x1[j], x2[j]);
-                    x1[j] = a * c[j] - b * s[j];
-                    x2[j] = b * c[j] + a * s[j];
-                }
+                rotate_half(&mut token[off..], c, s);
             }
         }
     });
@@ -266,4 +371,252 @@ impl candle_core::InplaceOp1 for RopeInPlace<'_> {
         rope_in_place(&mut data[start..end], self.layout, self.cos, self.sin);
         Ok(())
     }
+}
+
+/// A run of columns inside a row-major `f32` buffer: how the decoder kernel
+/// reads Q, K and V out of one fused projection without copying them apart.
+pub(crate) struct Cols<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
+    pub offset: usize,
+}
+
+impl<'a> Cols<'a> {
+    /// Every column of a row-major buffer `stride` wide.
+    pub fn whole(data: &'a [f32], stride: usize) -> Self {
+        Self {
+            data,
+            stride,
+            offset: 0,
+        }
+    }
+}
+
+/// Per-head preparation applied while copying Q or K out of the projection
+/// output: Gemma's RMSNorm over each head (scale already includes the `1 +`),
+/// then the half-split rotary of Hugging Face.
+pub(crate) struct HeadPrep<'a> {
+    pub norm: Option<(&'a [f32], f32)>,
+    pub cos: &'a [f32],
+    pub sin: &'a [f32],
+}
+
+/// Copies `heads` heads of `head_dim` from `src` into a contiguous
+/// `n x (heads*head_dim)` buffer, normalising and rotating each head.
+fn prepare_heads(
+    src: &Cols<'_>,
+    n: usize,
+    heads: usize,
+    head_dim: usize,
+    prep: &HeadPrep<'_>,
+) -> Vec<f32> {
+    let width = heads * head_dim;
+    let half = head_dim / 2;
+    let mut out = vec![0f32; n * width];
+    out.par_chunks_mut(width).enumerate().for_each(|(p, row)| {
+        let s = &src.data[p * src.stride + src.offset..p * src.stride + src.offset + width];
+        let cos = &prep.cos[p * half..(p + 1) * half];
+        let sin = &prep.sin[p * half..(p + 1) * half];
+        for (x, y) in s.chunks_exact(head_dim).zip(row.chunks_exact_mut(head_dim)) {
+            match prep.norm {
+                Some((w, eps)) => {
+                    let ms = x.iter().map(|v| v * v).sum::<f32>() / head_dim as f32;
+                    let r = 1.0 / (ms + eps).sqrt();
+                    for i in 0..head_dim {
+                        y[i] = x[i] * r * w[i];
+                    }
+                }
+                None => y.copy_from_slice(x),
+            }
+            rotate_half(y, cos, sin);
+        }
+    });
+    out
+}
+
+/// Geometry and options of one decoder attention layer.
+pub(crate) struct AttnSpec {
+    pub n: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub softcap: Option<f32>,
+    /// Keys `j` with `i - j < window` are visible to query `i` (the
+    /// convention of transformers' sliding-window mask).
+    pub window: Option<usize>,
+}
+
+/// Query rows per task of the decoder kernel.
+const ROW_BLOCK: usize = 32;
+
+/// Causal (optionally sliding-window) grouped-query attention. `q` is
+/// `n x (heads*d)`, `k` is `n x (kv_heads*d)`, both contiguous; `v` is read in
+/// place. Returns the attention output `n x (heads*d)` and, when `keep` is
+/// set, each head's `n x n` probabilities (zeros where masked).
+fn decoder_attend(
+    q: &[f32],
+    k: &[f32],
+    v: &Cols<'_>,
+    spec: &AttnSpec,
+    keep: bool,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let AttnSpec {
+        n,
+        n_heads,
+        n_kv_heads,
+        head_dim: d,
+        ..
+    } = *spec;
+    let group = n_heads / n_kv_heads;
+    let width = n_heads * d;
+    let kv_width = n_kv_heads * d;
+    let mut out = vec![0f32; n * width];
+    let mut probs: Vec<Vec<f32>> = if keep {
+        (0..n_heads).map(|_| vec![0f32; n * n]).collect()
+    } else {
+        Vec::new()
+    };
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let prob_ptrs: Vec<SendPtr> = probs.iter_mut().map(|p| SendPtr(p.as_mut_ptr())).collect();
+    let first_key = |i: usize| match spec.window {
+        Some(w) => (i + 1).saturating_sub(w),
+        None => 0,
+    };
+    let blocks = n.div_ceil(ROW_BLOCK);
+    (0..n_heads * blocks).into_par_iter().for_each(|task| {
+        let h = task / blocks;
+        let b = task % blocks;
+        let g = h / group;
+        let r0 = b * ROW_BLOCK;
+        let r1 = (r0 + ROW_BLOCK).min(n);
+        let rows = r1 - r0;
+        let kmin = first_key(r0);
+        let cols = r1 - kmin;
+        let mut scratch = Vec::new();
+        let (p, ld) = if keep {
+            // SAFETY: rows r0..r1 of head h's matrix belong to this task only.
+            (unsafe { prob_ptrs[h].get().add(r0 * n + kmin) }, n)
+        } else {
+            scratch.resize(rows * cols, 0f32);
+            (scratch.as_mut_ptr(), cols)
+        };
+        // SAFETY: all pointers and strides stay inside the buffers: q rows
+        // r0..r1 of head h, k/v rows kmin..r1 of kv head g, and the
+        // destination block described above.
+        unsafe {
+            scores(
+                rows,
+                cols,
+                d,
+                p,
+                ld,
+                q.as_ptr().add(r0 * width + h * d),
+                width,
+                k.as_ptr().add(kmin * kv_width + g * d),
+                kv_width,
+            );
+            for r in 0..rows {
+                let i = r0 + r;
+                let row = std::slice::from_raw_parts_mut(p.add(r * ld), cols);
+                softmax_row(
+                    row,
+                    first_key(i) - kmin,
+                    i + 1 - kmin,
+                    spec.scale,
+                    spec.softcap,
+                );
+            }
+            mix(
+                rows,
+                d,
+                cols,
+                out_ptr.get().add(r0 * width + h * d),
+                width,
+                p,
+                ld,
+                v.data.as_ptr().add(kmin * v.stride + v.offset + g * d),
+                v.stride,
+            );
+        }
+    });
+    (out, probs)
+}
+
+/// Attention of one decoder layer from a fused QKV projection output
+/// `(n, q_width + 2 kv_width)`: Q and K are prepared (per-head norm, rotary)
+/// while copied out, V is read in place. Returns the output `(n, q_width)`
+/// and, when `keep`, each head's probabilities.
+pub(crate) fn cpu_attention_fused(
+    qkv: &Tensor,
+    spec: &AttnSpec,
+    q_prep: &HeadPrep<'_>,
+    k_prep: &HeadPrep<'_>,
+    keep: bool,
+) -> Result<(Tensor, Vec<Vec<f32>>), ModelError> {
+    let (q_width, kv_width) = (
+        spec.n_heads * spec.head_dim,
+        spec.n_kv_heads * spec.head_dim,
+    );
+    let stride = q_width + 2 * kv_width;
+    let (out, probs) = with_f32(qkv, |s| {
+        let col = |offset| Cols {
+            data: s,
+            stride,
+            offset,
+        };
+        let qh = prepare_heads(&col(0), spec.n, spec.n_heads, spec.head_dim, q_prep);
+        let kh = prepare_heads(
+            &col(q_width),
+            spec.n,
+            spec.n_kv_heads,
+            spec.head_dim,
+            k_prep,
+        );
+        decoder_attend(&qh, &kh, &col(q_width + kv_width), spec, keep)
+    })?;
+    Ok((
+        Tensor::from_vec(out, (spec.n, q_width), &Device::Cpu)?,
+        probs,
+    ))
+}
+
+/// As [`cpu_attention_fused`], from separate Q, K and V projection outputs
+/// (the quantised path).
+pub(crate) fn cpu_attention_split(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    spec: &AttnSpec,
+    q_prep: &HeadPrep<'_>,
+    k_prep: &HeadPrep<'_>,
+    keep: bool,
+) -> Result<(Tensor, Vec<Vec<f32>>), ModelError> {
+    let (q_width, kv_width) = (
+        spec.n_heads * spec.head_dim,
+        spec.n_kv_heads * spec.head_dim,
+    );
+    let (out, probs) = with_f32(q, |qs| {
+        with_f32(k, |ks| {
+            with_f32(v, |vs| {
+                let qh = prepare_heads(
+                    &Cols::whole(qs, q_width),
+                    spec.n,
+                    spec.n_heads,
+                    spec.head_dim,
+                    q_prep,
+                );
+                let kh = prepare_heads(
+                    &Cols::whole(ks, kv_width),
+                    spec.n,
+                    spec.n_kv_heads,
+                    spec.head_dim,
+                    k_prep,
+                );
+                decoder_attend(&qh, &kh, &Cols::whole(vs, kv_width), spec, keep)
+            })
+        })
+    })???;
+    Ok((
+        Tensor::from_vec(out, (spec.n, q_width), &Device::Cpu)?,
+        probs,
+    ))
 }

@@ -10,12 +10,14 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 
+use crate::activation::Activation;
 use crate::attention::{QkvLayout, attend};
 use crate::hf_common::{
-    Activation, ConfigReader, Dense, Tensors, assemble, attention_rows, check_tokens, pad_batch,
-    read_json, split_sequences, with_f32_data,
+    ConfigReader, Dense, Tensors, assemble, attention_rows, check_tokens, pad_batch, read_json,
+    split_sequences,
 };
-use crate::init::{bert_rule, random_var_builder};
+use crate::init::{InitFn, InitRule, random_var_builder};
+use crate::kernels::with_f32;
 use crate::tensor_ops::{self, Ops, Visibility};
 use crate::{ForwardOutput, ForwardRequest, LanguageModel, LogitsCapture, ModelError, ModelInfo};
 
@@ -96,6 +98,29 @@ impl BertConfig {
         self.hidden_size / self.num_attention_heads
     }
 
+    /// transformers' `BertPreTrainedModel._init_weights`: linear and embedding
+    /// weights `N(0, initializer_range)` with the word embedding's `pad_token_id`
+    /// row zeroed (its `padding_idx`), biases zero, LayerNorm weight one.
+    pub fn init_rule(&self) -> InitFn {
+        let std = self.initializer_range;
+        let pad = self.pad_token_id;
+        Box::new(move |name: &str, _shape: &[usize]| {
+            let is_norm = name.contains("LayerNorm");
+            if name.ends_with(".bias") {
+                InitRule::Zeros
+            } else if is_norm {
+                InitRule::Ones
+            } else if name.ends_with("word_embeddings.weight") {
+                match pad {
+                    Some(row) => InitRule::NormalZeroRow { std, row },
+                    None => InitRule::Normal { std },
+                }
+            } else {
+                InitRule::Normal { std }
+            }
+        })
+    }
+
     /// Parameters of `BertModel` without the pooler (which this crate never runs).
     pub fn n_params(&self) -> u64 {
         let h = self.hidden_size as u64;
@@ -142,7 +167,7 @@ impl Bert {
     /// Like [`Self::from_folder`], with the weights on `device`.
     pub fn from_folder_on(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let config = BertConfig::from_file(&dir.join("config.json"))?;
-        let vb = crate::hf_folder::weights_var_builder(dir, DType::F32, device)?;
+        let vb = crate::hf_weights::weights_var_builder(dir, DType::F32, device)?;
         Self::from_var_builder(config, vb, dir, &dir.display().to_string())
     }
 
@@ -157,7 +182,7 @@ impl Bert {
         seed: u64,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let vb = random_var_builder(seed, DType::F32, device, bert_rule(&config));
+        let vb = random_var_builder(seed, DType::F32, device, config.init_rule());
         let name = format!("bert (random, seed {seed})");
         Self::from_var_builder(config, vb, Path::new("<random>"), &name)
     }
@@ -317,7 +342,7 @@ impl Bert {
             let qkv = block.qkv.forward(&x)?.contiguous()?;
             let (context, probs) = match self.ops {
                 Ops::CpuKernels => {
-                    let attended = with_f32_data(&qkv, |data| {
+                    let attended = with_f32(&qkv, |data| {
                         attend(data, layout, &lengths, false, scale, selection.as_ref())
                     })?;
                     let context = Tensor::from_vec(attended.context, x.shape(), &self.device)?;

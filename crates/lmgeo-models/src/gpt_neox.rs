@@ -13,12 +13,14 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 
+use crate::activation::Activation;
 use crate::attention::{QkvLayout, RopeInPlace, attend};
 use crate::hf_common::{
-    Activation, ConfigReader, Dense, RowSelection, Tensors, assemble, attention_rows, check_tokens,
-    last_rows, pad_batch, read_json, split_sequences, with_f32_data,
+    ConfigReader, Dense, RowSelection, Tensors, assemble, attention_rows, check_tokens, last_rows,
+    pad_batch, read_json, split_sequences,
 };
-use crate::init::{gpt_neox_rule, random_var_builder};
+use crate::init::{InitFn, InitRule, random_var_builder};
+use crate::kernels::with_f32;
 use crate::tensor_ops::{self, Ops, Rotary, Visibility};
 use crate::{
     F32Matrix, ForwardOutput, ForwardRequest, LanguageModel, LogitsCapture, ModelError, ModelInfo,
@@ -150,6 +152,21 @@ impl GptNeoXConfig {
         self.hidden_size / self.num_attention_heads
     }
 
+    /// transformers' `GPTNeoXPreTrainedModel._init_weights`: every `nn.Linear`
+    /// and `nn.Embedding` weight (including the untied `embed_out`)
+    /// `N(0, initializer_range)`, biases zero, LayerNorm weight one and bias zero.
+    pub fn init_rule(&self) -> InitFn {
+        let std = self.initializer_range;
+        Box::new(move |name: &str, _shape: &[usize]| {
+            let is_norm = name.contains("layernorm") || name.contains("layer_norm");
+            match (is_norm, name.ends_with(".bias")) {
+                (true, false) => InitRule::Ones,
+                (_, true) => InitRule::Zeros,
+                (false, false) => InitRule::Normal { std },
+            }
+        })
+    }
+
     /// Rotated channels per head; truncated like transformers' `int(head_dim * pct)`.
     pub fn rotary_ndims(&self) -> usize {
         (self.head_dim() as f64 * self.rotary_pct) as usize
@@ -219,7 +236,7 @@ impl GptNeoX {
     /// Like [`Self::from_folder`], with the weights on `device`.
     pub fn from_folder_on(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let config = GptNeoXConfig::from_file(&dir.join("config.json"))?;
-        let vb = crate::hf_folder::weights_var_builder(dir, DType::F32, device)?;
+        let vb = crate::hf_weights::weights_var_builder(dir, DType::F32, device)?;
         Self::from_var_builder(config, vb, dir, &dir.display().to_string())
     }
 
@@ -235,7 +252,7 @@ impl GptNeoX {
         seed: u64,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let vb = random_var_builder(seed, DType::F32, device, gpt_neox_rule(&config));
+        let vb = random_var_builder(seed, DType::F32, device, config.init_rule());
         let name = format!("gpt_neox (random, seed {seed})");
         Self::from_var_builder(config, vb, Path::new("<random>"), &name)
     }
@@ -345,10 +362,11 @@ impl GptNeoX {
     /// cos and sin tables `(n, rotary_ndims / 2)`: the rotated slice of a
     /// head is an ordinary rotary head of `rotary_ndims` dimensions.
     fn rotary_tables(&self, n: usize) -> (Vec<f32>, Vec<f32>) {
-        crate::decoder_ops::rotary_tables(
+        crate::attention::rotary_tables(
             n,
             self.config.rotary_ndims(),
             self.config.rotary_emb_base,
+            1.0,
         )
     }
 
@@ -381,7 +399,7 @@ impl GptNeoX {
                         sin: ctx.sin,
                     })?;
                 }
-                let attended = with_f32_data(&qkv, |data| {
+                let attended = with_f32(&qkv, |data| {
                     attend(data, layout, ctx.lengths, true, scale, ctx.capture)
                 })?;
                 let context = Tensor::from_vec(attended.context, (b, n, h), &self.device)?;

@@ -4,75 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Storage, Tensor};
+use candle_core::{Device, Tensor};
+
+use crate::activation::Activation;
+use crate::kernels::with_f32;
 
 use crate::{AttentionCapture, F32Matrix, ForwardOutput, LogitsCapture, ModelError};
-
-/// The activations Hugging Face configs name in `hidden_act` that our models support.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// `gelu`: the exact GELU, x * Phi(x) (Pythia, BERT).
-    GeluErf,
-    /// `gelu_new`, `gelu_fast`, `gelu_pytorch_tanh`: the tanh approximation.
-    GeluTanh,
-    Relu,
-    /// `silu` / `swish`.
-    Silu,
-}
-
-impl Activation {
-    pub fn from_hf(name: &str) -> Option<Self> {
-        match name {
-            "gelu" => Some(Self::GeluErf),
-            "gelu_new" | "gelu_fast" | "gelu_pytorch_tanh" => Some(Self::GeluTanh),
-            "relu" => Some(Self::Relu),
-            "silu" | "swish" => Some(Self::Silu),
-            _ => None,
-        }
-    }
-
-    pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if self == Self::GeluErf && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-            return self.apply_to_fresh(x.copy()?);
-        }
-        self.apply_tensor_op(x)
-    }
-
-    /// candle's own op, on any device.
-    fn apply_tensor_op(self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Self::GeluErf => x.gelu_erf(),
-            // candle's `gelu` is the tanh approximation.
-            Self::GeluTanh => x.gelu(),
-            Self::Relu => x.relu(),
-            Self::Silu => x.silu(),
-        }
-    }
-
-    /// Applies the activation to a fresh result the way `ops` says.
-    pub(crate) fn apply_with(
-        self,
-        x: Tensor,
-        ops: crate::tensor_ops::Ops,
-    ) -> candle_core::Result<Tensor> {
-        match ops {
-            crate::tensor_ops::Ops::CpuKernels => self.apply_to_fresh(x),
-            crate::tensor_ops::Ops::Tensor => self.apply_tensor_op(&x),
-        }
-    }
-
-    /// Like [`Self::apply`], but may overwrite `x`, which must own its storage
-    /// (a fresh result, not a view shared with another tensor): the exact GELU
-    /// then runs in place with this crate's vectorised erf.
-    pub(crate) fn apply_to_fresh(self, x: Tensor) -> candle_core::Result<Tensor> {
-        if self == Self::GeluErf && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-            let x = x.contiguous()?;
-            x.inplace_op1(&crate::cpu_kernels::GeluErfInplace)?;
-            return Ok(x);
-        }
-        self.apply(&x)
-    }
-}
 
 /// Reads and parses a JSON config file.
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
@@ -218,20 +155,6 @@ impl RowSelection {
     }
 }
 
-/// Runs `f` on the tensor's values as one row-major `f32` slice, without the
-/// intermediate copy that `to_vec1` would make (the attention tensors are large).
-pub(crate) fn with_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let t = t.to_device(&Device::Cpu)?.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("tensor is not contiguous after contiguous()")
-    };
-    match &*storage {
-        Storage::Cpu(cpu) => Ok(f(&cpu.as_slice::<f32>()?[start..end])),
-        _ => candle_core::bail!("expected a CPU tensor"),
-    }
-}
-
 /// Splits a `(batch, n_max, hidden)` tensor into one `n_s x hidden` matrix per
 /// sequence, dropping right padding.
 pub(crate) fn split_sequences(
@@ -240,7 +163,7 @@ pub(crate) fn split_sequences(
 ) -> candle_core::Result<Vec<F32Matrix>> {
     let (b, n_max, hidden) = t.dims3()?;
     debug_assert_eq!(b, lengths.len());
-    with_f32_data(t, |data| {
+    with_f32(t, |data| {
         lengths
             .iter()
             .enumerate()

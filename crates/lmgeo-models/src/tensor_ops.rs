@@ -2,7 +2,7 @@
 //! rotary embedding, gating), written in candle tensor ops so that they run on
 //! any device candle supports.
 //!
-//! The CPU path (`decoder_ops.rs`, `attention.rs`, `cpu_kernels.rs`) works on
+//! The CPU path (`attention.rs`, `kernels.rs`) works on
 //! raw `f32` slices in host memory, which a CUDA tensor does not have. Models
 //! pick this module with [`Ops::for_device`]; on the CPU it can be forced
 //! (`with_tensor_ops` on each model) so that the tests hold it to the same
@@ -46,7 +46,7 @@ pub(crate) struct Rotary {
 }
 
 impl Rotary {
-    /// From `n x dims/2` row-major tables as `decoder_ops::rotary_tables` makes them.
+    /// From `n x dims/2` row-major tables as `decoder::rotary_tables` makes them.
     pub fn new(
         cos: &[f32],
         sin: &[f32],
@@ -287,20 +287,6 @@ pub(crate) fn fused_attention(
         }
     };
     Ok((context, captured))
-}
-
-/// `act(gate) * up` in tensor ops, `gate` and `up` `(n, f)`.
-pub(crate) fn gate(
-    act: crate::decoder_ops::Act,
-    gate: &Tensor,
-    up: &Tensor,
-) -> candle_core::Result<Tensor> {
-    let activated = match act {
-        crate::decoder_ops::Act::Silu => gate.silu()?,
-        // candle's `gelu` is the tanh approximation.
-        crate::decoder_ops::Act::GeluTanh => gate.gelu()?,
-    };
-    activated * up
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ mod hf_support;
 
 use candle_core::{DType, Device, Tensor};
 use hf_support::{fixtures, read_json};
-use lmgeo_models::init::{InitRule, bert_rule, gpt_neox_rule, random_values, tensor_seed};
+use lmgeo_models::init::{InitRule, random_values, tensor_seed};
 use lmgeo_models::{
     AttentionCapture, Bert, BertConfig, ForwardRequest, GptNeoX, GptNeoXConfig, LanguageModel,
     LogitsCapture, Weights, load_hf_folder, random_var_builder,
@@ -106,7 +106,7 @@ fn normal_draws_have_the_intended_distribution() {
 fn rules_follow_transformers_init_weights() {
     let dir = fixtures().join("gpt_neox/parallel");
     let neox = GptNeoXConfig::from_file(&dir.join("config.json")).unwrap();
-    let rule = gpt_neox_rule(&neox);
+    let rule = neox.init_rule();
     let std = neox.initializer_range;
     for (name, expected) in [
         ("gpt_neox.embed_in.weight", InitRule::Normal { std }),
@@ -135,7 +135,7 @@ fn rules_follow_transformers_init_weights() {
         std::path::Path::new("minilm"),
     )
     .unwrap();
-    let rule = bert_rule(&bert);
+    let rule = bert.init_rule();
     let std = bert.initializer_range;
     for (name, expected) in [
         (

