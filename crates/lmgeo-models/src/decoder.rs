@@ -961,3 +961,116 @@ pub fn greedy_continuation(
     }
     Ok(new)
 }
+
+/// The public face of one decoder architecture: the model type `$model`,
+/// holding its config `$config` and the shared [`Decoder`], and the methods
+/// that `$config` answers through its [`DecoderLayout`]. `$config` provides
+/// `from_gguf`, `gguf_naming`, `layout` and `check`.
+macro_rules! decoder_model {
+    ($(#[$doc:meta])* $model:ident, $config:ident) => {
+        $(#[$doc])*
+        pub struct $model {
+            cfg: $config,
+            decoder: $crate::decoder::Decoder,
+        }
+
+        impl std::fmt::Debug for $model {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($model))
+                    .field("info", self.decoder.info())
+                    .finish()
+            }
+        }
+
+        impl $model {
+            /// Loads a GGUF file of this architecture, dequantised or in its
+            /// block formats as `opts` says.
+            pub fn from_gguf(
+                path: &std::path::Path,
+                opts: &$crate::gguf::LoadOptions,
+            ) -> Result<Self, $crate::ModelError> {
+                let file = std::sync::Arc::new($crate::gguf::GgufFile::open(path)?);
+                let cfg = $config::from_gguf(&file)?;
+                let decoder = $crate::decoder::Decoder::from_gguf(
+                    file,
+                    cfg.gguf_naming(),
+                    cfg.layout(),
+                    opts,
+                )?;
+                Ok(Self { cfg, decoder })
+            }
+
+            /// Builds the model from any `VarBuilder` serving Hugging Face
+            /// names and conventions in `f32`: a GGUF file, a safetensors
+            /// checkpoint, or random weights.
+            pub fn load(
+                vb: candle_nn::VarBuilder,
+                cfg: $config,
+                name: &str,
+            ) -> Result<Self, $crate::ModelError> {
+                let layout = cfg.layout();
+                cfg.check().map_err(|m| {
+                    $crate::ModelError::Unsupported(format!("{} config: {m}", layout.architecture))
+                })?;
+                let decoder = $crate::decoder::Decoder::load(&vb, layout, name)?;
+                Ok(Self { cfg, decoder })
+            }
+
+            pub fn config(&self) -> &$config {
+                &self.cfg
+            }
+
+            /// Runs every step in candle tensor ops, as on a GPU, even on the
+            /// CPU: how the tests check the GPU path on a machine without one.
+            pub fn with_tensor_ops(mut self) -> Self {
+                self.decoder.use_tensor_ops();
+                self
+            }
+        }
+
+        impl $crate::LanguageModel for $model {
+            fn info(&self) -> &$crate::ModelInfo {
+                self.decoder.info()
+            }
+
+            fn forward(
+                &self,
+                tokens: &[u32],
+                request: &$crate::ForwardRequest,
+            ) -> Result<$crate::ForwardOutput, $crate::ModelError> {
+                self.decoder.run(tokens, request)
+            }
+        }
+
+        impl $config {
+            /// All parameters, tied embeddings counted once (equals
+            /// `sum(p.numel() for p in model.parameters())` in transformers).
+            pub fn n_params(&self) -> u64 {
+                self.layout().n_params()
+            }
+
+            /// Parameters outside the token embedding and the unembedding.
+            pub fn n_params_non_embedding(&self) -> u64 {
+                self.layout().n_params_non_embedding()
+            }
+
+            /// How transformers initialises a parameter (normal(0,
+            /// initializer_range) for projections and embeddings; norm weights
+            /// one, or zero where they act as `1 + w`), passed as the hint of
+            /// every `VarBuilder` lookup. One detail a candle `Init` cannot
+            /// say: the embedding row of the padding token is zero in
+            /// transformers ([`Self::init_rule`] says it).
+            pub fn init_for(&self, hf_name: &str) -> candle_nn::Init {
+                self.layout().init_for(hf_name)
+            }
+
+            /// transformers' initialisation as a rule for
+            /// [`crate::random_var_builder`].
+            pub fn init_rule(&self) -> $crate::init::InitFn {
+                self.layout().init_rule()
+            }
+        }
+    };
+}
+
+pub(crate) use decoder_model;

@@ -10,17 +10,14 @@
 //! applies `1 + w`; the GGUF loader subtracts the `1` that llama.cpp's
 //! converter folds into the stored scales.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use candle_core::quantized::gguf_file::Value;
-use candle_nn::{Init, VarBuilder};
 
+use crate::ModelError;
 use crate::activation::Activation;
-use crate::decoder::{Decoder, DecoderLayout, GgufDecoderKeys, LayerSpec, NormPlacement, Rope};
-use crate::gguf::{GgufFile, GgufNaming, LoadOptions};
-use crate::init::InitFn;
-use crate::{ForwardOutput, ForwardRequest, LanguageModel, ModelError, ModelInfo};
+use crate::decoder::{
+    DecoderLayout, GgufDecoderKeys, LayerSpec, NormPlacement, Rope, decoder_model,
+};
+use crate::gguf::{GgufFile, GgufNaming};
 
 /// Whether a layer attends to a sliding window or to the whole prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,30 +199,10 @@ impl Gemma3Config {
         Ok(())
     }
 
-    /// All parameters, tied embeddings counted once.
-    pub fn n_params(&self) -> u64 {
-        self.layout().n_params()
-    }
-
-    /// Parameters outside the token embedding and the unembedding.
-    pub fn n_params_non_embedding(&self) -> u64 {
-        self.layout().n_params_non_embedding()
-    }
-
-    /// Hugging Face's initialisation: normal(0, initializer_range) for
-    /// projections and embeddings, zeros for the norm weights (which act as
-    /// `1 + w`). As for Llama, the embedding row of
-    /// [`Self::pad_token_id`] is zero in transformers, which a candle `Init`
-    /// cannot express.
-    pub fn init_for(&self, hf_name: &str) -> Init {
-        self.layout().init_for(hf_name)
-    }
-
-    /// transformers' `Gemma3PreTrainedModel` initialisation (norm weights
-    /// zero, since the model applies them as `1 + w`; the padding token's
-    /// embedding row zero), for [`crate::random_var_builder`].
-    pub fn init_rule(&self) -> InitFn {
-        self.layout().init_rule()
+    /// How the GGUF file names this model's tensors (and stores its norm
+    /// weights as `1 + w`).
+    fn gguf_naming(&self) -> GgufNaming {
+        GgufNaming::gemma3()
     }
 }
 
@@ -241,60 +218,8 @@ fn default_layer_types(n_layers: usize, period: usize) -> Vec<LayerAttention> {
         .collect()
 }
 
-/// A Gemma 3 text model ready to run.
-pub struct Gemma3 {
-    cfg: Gemma3Config,
-    decoder: Decoder,
-}
-
-impl std::fmt::Debug for Gemma3 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gemma3")
-            .field("info", self.decoder.info())
-            .finish()
-    }
-}
-
-impl Gemma3 {
-    /// Loads a GGUF file (`general.architecture = gemma3`).
-    pub fn from_gguf(path: &Path, opts: &LoadOptions) -> Result<Self, ModelError> {
-        let file = Arc::new(GgufFile::open(path)?);
-        let cfg = Gemma3Config::from_gguf(&file)?;
-        let decoder = Decoder::from_gguf(file, GgufNaming::gemma3(), cfg.layout(), opts)?;
-        Ok(Self { cfg, decoder })
-    }
-
-    /// Builds the model from any `VarBuilder` serving Hugging Face names and
-    /// conventions in `f32`.
-    pub fn load(vb: VarBuilder, cfg: Gemma3Config, name: &str) -> Result<Self, ModelError> {
-        cfg.check()
-            .map_err(|m| ModelError::Unsupported(format!("gemma3 config: {m}")))?;
-        let decoder = Decoder::load(&vb, cfg.layout(), name)?;
-        Ok(Self { cfg, decoder })
-    }
-
-    /// Runs every step in candle tensor ops, as on a GPU, even on the CPU:
-    /// how the tests check the GPU path on a machine without one.
-    pub fn with_tensor_ops(mut self) -> Self {
-        self.decoder.use_tensor_ops();
-        self
-    }
-
-    pub fn config(&self) -> &Gemma3Config {
-        &self.cfg
-    }
-}
-
-impl LanguageModel for Gemma3 {
-    fn info(&self) -> &ModelInfo {
-        self.decoder.info()
-    }
-
-    fn forward(
-        &self,
-        tokens: &[u32],
-        request: &ForwardRequest,
-    ) -> Result<ForwardOutput, ModelError> {
-        self.decoder.run(tokens, request)
-    }
-}
+decoder_model!(
+    /// A Gemma 3 text model ready to run.
+    Gemma3,
+    Gemma3Config
+);

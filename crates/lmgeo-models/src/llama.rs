@@ -6,16 +6,12 @@
 //! and the [`DecoderLayout`] that tells the shared decoder (`decoder.rs`) how
 //! to run it, as Hugging Face's `LlamaForCausalLM` does.
 
-use std::path::Path;
-use std::sync::Arc;
-
-use candle_nn::{Init, VarBuilder};
-
+use crate::ModelError;
 use crate::activation::Activation;
-use crate::decoder::{Decoder, DecoderLayout, GgufDecoderKeys, LayerSpec, NormPlacement, Rope};
-use crate::gguf::{GgufFile, GgufNaming, LoadOptions};
-use crate::init::InitFn;
-use crate::{ForwardOutput, ForwardRequest, LanguageModel, ModelError, ModelInfo};
+use crate::decoder::{
+    DecoderLayout, GgufDecoderKeys, LayerSpec, NormPlacement, Rope, decoder_model,
+};
+use crate::gguf::{GgufFile, GgufNaming};
 
 /// The hyper-parameters of a Llama-family model, as in Hugging Face's
 /// `LlamaConfig`.
@@ -117,87 +113,15 @@ impl LlamaConfig {
         self.layout().check(&[])
     }
 
-    /// All parameters, tied embeddings counted once (equals
-    /// `sum(p.numel() for p in model.parameters())` in transformers).
-    pub fn n_params(&self) -> u64 {
-        self.layout().n_params()
-    }
-
-    /// Parameters outside the token embedding and the unembedding.
-    pub fn n_params_non_embedding(&self) -> u64 {
-        self.layout().n_params_non_embedding()
-    }
-
-    /// How Hugging Face's `LlamaPreTrainedModel` initialises a parameter:
-    /// normal(0, initializer_range) for projections and embeddings, ones
-    /// for RMSNorm scales. Passed as the hint of every `VarBuilder` lookup,
-    /// so a random backend that honours hints reproduces that scheme. One
-    /// detail a candle `Init` cannot say: the embedding row of
-    /// [`Self::pad_token_id`] is zero in transformers.
-    pub fn init_for(&self, hf_name: &str) -> Init {
-        self.layout().init_for(hf_name)
-    }
-
-    /// transformers' `LlamaPreTrainedModel` initialisation (norms one, the
-    /// padding token's embedding row zero), for [`crate::random_var_builder`].
-    pub fn init_rule(&self) -> InitFn {
-        self.layout().init_rule()
+    /// How the GGUF file names this model's tensors, and how llama.cpp's
+    /// converter reordered its query and key rows.
+    fn gguf_naming(&self) -> GgufNaming {
+        GgufNaming::llama(self.n_heads, self.n_kv_heads)
     }
 }
 
-/// A Llama-family model ready to run.
-pub struct Llama {
-    cfg: LlamaConfig,
-    decoder: Decoder,
-}
-
-impl std::fmt::Debug for Llama {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Llama")
-            .field("info", self.decoder.info())
-            .finish()
-    }
-}
-
-impl Llama {
-    /// Loads a GGUF file (`general.architecture = llama`).
-    pub fn from_gguf(path: &Path, opts: &LoadOptions) -> Result<Self, ModelError> {
-        let file = Arc::new(GgufFile::open(path)?);
-        let cfg = LlamaConfig::from_gguf(&file)?;
-        let naming = GgufNaming::llama(cfg.n_heads, cfg.n_kv_heads);
-        let decoder = Decoder::from_gguf(file, naming, cfg.layout(), opts)?;
-        Ok(Self { cfg, decoder })
-    }
-
-    /// Builds the model from any `VarBuilder` serving Hugging Face names in
-    /// `f32`: a GGUF file, a safetensors checkpoint, or random weights.
-    pub fn load(vb: VarBuilder, cfg: LlamaConfig, name: &str) -> Result<Self, ModelError> {
-        let decoder = Decoder::load(&vb, cfg.layout(), name)?;
-        Ok(Self { cfg, decoder })
-    }
-
-    pub fn config(&self) -> &LlamaConfig {
-        &self.cfg
-    }
-
-    /// Runs every step in candle tensor ops, as on a GPU, even on the CPU:
-    /// how the tests check the GPU path on a machine without one.
-    pub fn with_tensor_ops(mut self) -> Self {
-        self.decoder.use_tensor_ops();
-        self
-    }
-}
-
-impl LanguageModel for Llama {
-    fn info(&self) -> &ModelInfo {
-        self.decoder.info()
-    }
-
-    fn forward(
-        &self,
-        tokens: &[u32],
-        request: &ForwardRequest,
-    ) -> Result<ForwardOutput, ModelError> {
-        self.decoder.run(tokens, request)
-    }
-}
+decoder_model!(
+    /// A Llama-family model ready to run.
+    Llama,
+    LlamaConfig
+);
