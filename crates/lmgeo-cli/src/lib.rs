@@ -149,6 +149,10 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Check the store: every committed action's blobs exist and match
+    /// their blake3 digests, every object hashes to its name, every record
+    /// parses. Exits 1 and lists the problems otherwise.
+    Verify,
     /// List the node kinds this binary knows.
     Kinds,
 }
@@ -366,6 +370,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
             dry_run,
             force,
         } => gc(&cli.store, experiments, keep_runs, dry_run, force, registry),
+        Command::Verify => verify_store(&cli.store),
         Command::Kinds => {
             let width = registry.names().map(str::len).max().unwrap_or(0);
             for kind in registry.kinds() {
@@ -629,6 +634,41 @@ fn gc(
         files.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn verify_store(path: &Path) -> anyhow::Result<ExitCode> {
+    let store = match Store::open_existing(path) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(INVALID));
+        }
+    };
+    let report = lmgeo_dag::verify::verify(&store);
+    for problem in &report.problems {
+        eprintln!("problem: {problem}");
+    }
+    println!(
+        "{}: {} actions, {} objects ({} hashed), {} records; {} temporary entries and {} lock files (staging and locks of runs that ended or are running; never committed)",
+        store.root().display(),
+        report.actions,
+        report.objects,
+        human_bytes(report.bytes),
+        report.records,
+        report.temporary,
+        report.locks,
+    );
+    if report.is_consistent() {
+        println!("store is consistent");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: store {} is NOT consistent: {} problem(s) listed above; a run recomputes what it needs of them, `lmgeo gc` removes unreachable entries",
+            store.root().display(),
+            report.problems.len()
+        );
+        Ok(ExitCode::from(1))
+    }
 }
 
 /// Run folders of this host whose process is still alive and that have not

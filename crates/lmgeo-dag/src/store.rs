@@ -35,6 +35,11 @@ pub enum StoreError {
     Io { path: PathBuf, source: io::Error },
     #[error("corrupt store record {path}: {message}")]
     Record { path: PathBuf, message: String },
+    #[error("{path} is not an lmgeo store (it has no {missing}/ folder)")]
+    NotAStore {
+        path: PathBuf,
+        missing: &'static str,
+    },
     #[error("blob {digest} is corrupt or missing (expected {expected_size} bytes)")]
     CorruptBlob { digest: String, expected_size: u64 },
 }
@@ -105,6 +110,24 @@ impl Store {
         ] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_at(&path))?;
+        }
+        Ok(Self {
+            root,
+            locks: LockSettings::from_env(),
+        })
+    }
+
+    /// Opens a store that must already exist, creating nothing (for
+    /// read-only commands such as `verify`).
+    pub fn open_existing(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        for dir in ["objects", "actions"] {
+            if !root.join(dir).is_dir() {
+                return Err(StoreError::NotAStore {
+                    path: root,
+                    missing: dir,
+                });
+            }
         }
         Ok(Self {
             root,
