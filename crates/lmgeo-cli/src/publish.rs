@@ -94,12 +94,21 @@ pub fn collect_results(
                 .filter(|o| o.publish)
             {
                 let blob = &action.outputs[&output.name];
-                let source = store.verified_blob(blob).with_context(|| {
-                    format!(
-                        "output `{}` of `{}` is corrupt in the store; run again",
-                        output.name, instance.id
-                    )
-                })?;
+                let source = match store.verified_blob(blob) {
+                    Ok(path) => path,
+                    Err(e) => {
+                        // Discarded, so that running again recomputes it.
+                        store.invalidate(&action.key);
+                        return Err(e).with_context(|| {
+                            format!(
+                                "output `{}` of `{}` is corrupt in the store {}; its entry was discarded, run again to recompute it",
+                                output.name,
+                                instance.id,
+                                store.root().display()
+                            )
+                        });
+                    }
+                };
                 let dir = nodes_dir.join(file_name(&instance.id));
                 std::fs::create_dir_all(&dir)?;
                 let target = dir.join(format!("{}.{}", output.name, output.extension));

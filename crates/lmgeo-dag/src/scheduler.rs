@@ -677,8 +677,23 @@ fn execute(
         Err(e) => return fail(e.to_string(), Some(key)),
     };
     if let Some(action) = store.action(&key) {
+        // The outputs published to the results folder are read by no node
+        // downstream, so nothing else would notice them corrupt: checked
+        // here (they are small), a corrupt one makes the entry a miss.
+        let published_intact = instance
+            .configured
+            .interface
+            .outputs
+            .iter()
+            .filter(|o| o.publish)
+            .all(|o| {
+                action
+                    .outputs
+                    .get(&o.name)
+                    .is_some_and(|b| store.verified_blob(b).is_ok())
+            });
         match read_metrics(store, &action) {
-            Ok(metrics) => {
+            Ok(metrics) if published_intact => {
                 return Execution::Finished(NodeOutcome {
                     status: Status::Cached,
                     key: Some(key),
@@ -687,7 +702,7 @@ fn execute(
                     elapsed: started.elapsed(),
                 });
             }
-            Err(_) => store.invalidate(&key),
+            _ => store.invalidate(&key),
         }
     }
 
