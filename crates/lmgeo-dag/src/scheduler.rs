@@ -606,15 +606,20 @@ pub fn write_run_record(graph: &Graph, report: &RunReport) -> Result<(), StoreEr
         "finished_unix_ms": now_ms(),
         "instances": entries,
     });
+    // Written aside and renamed: `gc` and `status` read it, and a torn record
+    // would hide the keys this run used from `gc --keep-runs`.
     let path = report.run_dir.join("run.json");
+    let temp = report.run_dir.join("run.json.partial");
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
     std::fs::write(
-        &path,
+        &temp,
         serde_json::to_vec_pretty(&record).expect("serializes"),
     )
-    .map_err(|source| StoreError::Io {
-        path: path.clone(),
-        source,
-    })
+    .map_err(io(&temp))?;
+    std::fs::rename(&temp, &path).map_err(io(&path))
 }
 
 fn now_ms() -> u128 {
