@@ -614,10 +614,33 @@ fn gc(
             }
         }
     }
-    let report = store.collect_garbage(&keep, dry_run)?;
+    // Under --force, what runs in progress have resolved or produced so far
+    // is kept too (see RELIABILITY.md, "Concurrency", for what remains).
+    let mut since: Option<std::time::SystemTime> = None;
+    for run in &live {
+        if let Ok(text) = std::fs::read_to_string(run.join(lmgeo_dag::scheduler::KEYS_LOG)) {
+            keep.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
+        }
+        let started = run
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('-').next())
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|ms| {
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+                    - std::time::Duration::from_secs(2)
+            });
+        if let Some(started) = started {
+            since = Some(since.map_or(started, |s| s.min(started)));
+        }
+    }
+    let report = store.collect_garbage_sparing(&keep, since, dry_run)?;
     if !dry_run {
+        // A live run's folder holds its key list now and its record later.
         for run in runs.iter().rev().skip(keep_runs) {
-            let _ = std::fs::remove_dir_all(run);
+            if !live.contains(run) {
+                let _ = std::fs::remove_dir_all(run);
+            }
         }
     }
     for (path, what, size) in &report.entries {

@@ -361,8 +361,17 @@ pub fn run(
                     .collect();
                 let sender = sender.clone();
                 let cancel = options.cancel.clone();
+                let keys_log = run_dir.join(KEYS_LOG);
                 scope.spawn(move |_| {
-                    let result = execute(graph, store, index, &upstream_actions, observer, &cancel);
+                    let result = execute(
+                        graph,
+                        store,
+                        index,
+                        &upstream_actions,
+                        observer,
+                        &cancel,
+                        Some(&keys_log),
+                    );
                     let _ = sender.send((index, result));
                 });
             }
@@ -549,7 +558,7 @@ pub fn run_instance(
             Err(reason) => return failed(reason, None),
         }
     }
-    match execute(graph, store, index, &direct, observer, cancel) {
+    match execute(graph, store, index, &direct, observer, cancel, None) {
         Execution::Finished(outcome) => outcome,
         Execution::CorruptInput { upstream, outcome } => NodeOutcome {
             status: Status::Failed(format!(
@@ -639,6 +648,23 @@ fn read_metrics(store: &Store, action: &Action) -> Result<Vec<MetricRow>, StoreE
     })
 }
 
+/// The file in a run's folder listing, one per line, every key the run has
+/// resolved so far (cached or to compute), written before the key's entry
+/// is read or computed: what `gc --force` keeps for a run in progress.
+pub const KEYS_LOG: &str = "keys";
+
+fn log_key(keys_log: &std::path::Path, key: &str) {
+    use std::io::Write;
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(keys_log)
+        .and_then(|mut f| f.write_all(format!("{key}\n").as_bytes()));
+    if let Err(e) = appended {
+        tracing::warn!("cannot note key {key} in {}: {e}", keys_log.display());
+    }
+}
+
 fn execute(
     graph: &Graph,
     store: &Store,
@@ -646,6 +672,7 @@ fn execute(
     actions: &HashMap<usize, Action>,
     observer: &dyn Observer,
     cancel: &AtomicBool,
+    keys_log: Option<&std::path::Path>,
 ) -> Execution {
     let started = Instant::now();
     let instance = &graph.instances[index];
@@ -663,6 +690,9 @@ fn execute(
         Err(reason) => return fail(reason, None),
     };
     let key = preimage.key();
+    if let Some(log) = keys_log {
+        log_key(log, &key);
+    }
     let record = || -> Result<(), StoreError> {
         store.write_preimage(&key, &preimage)?;
         store.record_name(
