@@ -176,7 +176,16 @@ pub fn main_with(registry: Registry) -> ExitCode {
     match dispatch(cli, &registry) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Store errors already carry their OS cause in their message:
+            // each cause of the chain is shown once.
+            let mut message = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !message.contains(&cause) {
+                    message = format!("{message}: {cause}");
+                }
+            }
+            eprintln!("error: {message}");
             ExitCode::from(1)
         }
     }

@@ -805,7 +805,7 @@ fn execute(
     let _ = std::fs::remove_dir_all(&scratch);
     let outcome = match result {
         Ok(Ok(())) => commit(store, instance, &key, &staging, metrics, started),
-        Ok(Err(e)) => Err(e.message),
+        Ok(Err(e)) => Err(storage_context(store, e.message)),
         Err(panic) => Err(format!("the node panicked: {}", panic_message(&panic))),
     };
     let _ = std::fs::remove_dir_all(&staging);
@@ -813,6 +813,30 @@ fn execute(
         Ok(outcome) => Execution::Finished(outcome),
         Err(message) => fail(message, Some(key)),
     }
+}
+
+/// A node writes its outputs into the store's staging folder, and its error
+/// may not say where (a Parquet writer reports "No space left on device" and
+/// nothing more): when the cause is the store's filesystem, say so.
+fn storage_context(store: &Store, message: String) -> String {
+    // ENOSPC, EROFS and EDQUOT as the OS words them.
+    #[cfg(target_os = "linux")]
+    const CAUSES: [(i32, &str); 3] = [
+        (28, "is full"),
+        (30, "is read-only"),
+        (122, "is over its disk quota"),
+    ];
+    #[cfg(not(target_os = "linux"))]
+    const CAUSES: [(i32, &str); 0] = [];
+    let root = store.root().display().to_string();
+    for (code, what) in CAUSES {
+        if message.contains(&std::io::Error::from_raw_os_error(code).to_string())
+            && !message.contains(&root)
+        {
+            return format!("{message} (writing into the store {root}, whose filesystem {what})");
+        }
+    }
+    message
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
