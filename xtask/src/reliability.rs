@@ -132,21 +132,26 @@ pub fn main(binary: &Path, args: &[String]) -> anyhow::Result<()> {
             let at = span.mul_f64(rng.unit());
             let after = if round == 0 { after.as_slice() } else { &[] };
             let outcome = lmgeo.kill_at(&dir, after, at)?;
-            let stage = match outcome {
+            match outcome {
                 Killed::Finished => {
                     tally.finished_before_kill += 1;
                     line += &format!(" [{:.2} s: finished first]", at.as_secs_f64());
-                    None
                 }
                 Killed::Killed => {
                     let stage = stage_of(&dir.join("store"), &nodes);
+                    // Resumable pieces the extraction had committed: what
+                    // the rerun starts from.
+                    let pieces = stored_pieces(&dir.join("store"), &nodes);
+                    if stage == 0 && pieces > 0 {
+                        tally.extraction_kills_with_pieces += 1;
+                    }
                     if uniform {
                         tally.kills_uniform[stage] += 1;
                     } else {
                         tally.kills_targeted[stage] += 1;
                     }
                     line += &format!(
-                        " [kill{} at {:.2} s: {}]",
+                        " [kill{} at {:.2} s: {}, {pieces} pieces stored]",
                         if round == 1 {
                             " of the resumed run"
                         } else {
@@ -155,9 +160,8 @@ pub fn main(binary: &Path, args: &[String]) -> anyhow::Result<()> {
                         at.as_secs_f64(),
                         STAGES[stage]
                     );
-                    Some(stage)
                 }
-            };
+            }
             // What the killed run left in its output folder is absent or whole.
             for (name, want) in RESULT_FILES.iter().zip(&expected) {
                 if let Ok(bytes) = std::fs::read(dir.join("out").join(name))
@@ -169,16 +173,14 @@ pub fn main(binary: &Path, args: &[String]) -> anyhow::Result<()> {
                 }
             }
             let verify = lmgeo.verify(&dir.join("store"))?;
+            tally.verify_after_kill += 1;
             if !verify.status.success() {
-                tally.verify_failures += 1;
+                tally.verify_failures_after_kill += 1;
                 trial_ok = false;
                 line += &format!(
                     " VERIFY FAILED:\n{}",
                     String::from_utf8_lossy(&verify.stderr)
                 );
-            }
-            if stage.is_some() {
-                tally.verify_runs += 1;
             }
         }
         let rerun = lmgeo.run(&dir, &[])?;
@@ -203,8 +205,9 @@ pub fn main(binary: &Path, args: &[String]) -> anyhow::Result<()> {
             }
         }
         let verify = lmgeo.verify(&dir.join("store"))?;
+        tally.verify_after_rerun += 1;
         if !verify.status.success() {
-            tally.verify_failures += 1;
+            tally.verify_failures_after_rerun += 1;
             trial_ok = false;
             line += " VERIFY FAILED AFTER THE RERUN";
         }
@@ -215,10 +218,7 @@ pub fn main(binary: &Path, args: &[String]) -> anyhow::Result<()> {
         trial += 1;
     }
 
-    println!(
-        "crash safety: {} ({WORKLOAD} unless --file), seed {seed}",
-        lmgeo.file.display()
-    );
+    println!("crash safety: {}, seed {seed}", lmgeo.file.display());
     println!("  reference run            {:.1} s", duration.as_secs_f64());
     println!(
         "  trials                   {trial} ({trials} uniform over the run, {} targeted at thin stages)",
@@ -232,14 +232,25 @@ pub fn main(binary: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     println!("  run finished before kill {}", tally.finished_before_kill);
     println!(
-        "  verify after a kill      {} runs, {} failures (all verify runs)",
-        tally.verify_runs, tally.verify_failures
+        "  extraction kills with stored pieces {} (the rerun resumes from them)",
+        tally.extraction_kills_with_pieces
+    );
+    println!(
+        "  verify after a kill      {} runs, {} failures",
+        tally.verify_after_kill, tally.verify_failures_after_kill
+    );
+    println!(
+        "  verify after the rerun   {} runs, {} failures",
+        tally.verify_after_rerun, tally.verify_failures_after_rerun
     );
     println!("  torn result files        {}", tally.torn_outputs);
     println!("  reruns that failed       {}", tally.rerun_failures);
     println!("  result mismatches        {}", tally.mismatches);
-    let failures =
-        tally.verify_failures + tally.torn_outputs + tally.rerun_failures + tally.mismatches;
+    let failures = tally.verify_failures_after_kill
+        + tally.verify_failures_after_rerun
+        + tally.torn_outputs
+        + tally.rerun_failures
+        + tally.mismatches;
     if failures > 0 {
         bail!(
             "{failures} failure(s); the failing trials' folders are kept under {}",
@@ -257,8 +268,11 @@ struct Tally {
     kills_uniform: [usize; 3],
     kills_targeted: [usize; 3],
     finished_before_kill: usize,
-    verify_runs: usize,
-    verify_failures: usize,
+    extraction_kills_with_pieces: usize,
+    verify_after_kill: usize,
+    verify_failures_after_kill: usize,
+    verify_after_rerun: usize,
+    verify_failures_after_rerun: usize,
     torn_outputs: usize,
     rerun_failures: usize,
     mismatches: usize,
@@ -380,6 +394,25 @@ fn committed(store: &Path, key: &str) -> bool {
         .join(&key[..2])
         .join(format!("{key}.json"))
         .is_file()
+}
+
+/// Action records in the store that are not a node's: the extraction's
+/// committed pieces (`RunContext::chunk`).
+fn stored_pieces(store: &Path, nodes: &[(String, String)]) -> usize {
+    let nodes: std::collections::BTreeSet<String> =
+        nodes.iter().map(|(_, key)| format!("{key}.json")).collect();
+    std::fs::read_dir(store.join("actions"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|shard| {
+            std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|e| !nodes.contains(&e.file_name().to_string_lossy().to_string()))
+        .count()
 }
 
 /// Which stage a killed run was in, from what its store holds.
