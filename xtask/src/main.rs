@@ -6,6 +6,8 @@
 //! - `golden`: regenerate the golden files from the Python reference stack.
 //! - `bench [engine|probes|extract|slurm|all]`: benchmarks that print figures
 //!   (`extract` is not in `all`: it writes ~18 GB and takes minutes).
+//! - `reliability crash [--trials N] [--seed S]`: SIGKILL real-model runs at
+//!   random moments; verify the store, rerun, compare (RELIABILITY.md).
 //!
 //! Builds use the workspace's one `dev` profile, whose dependencies are fully
 //! optimised: the tests and the runs share every compiled artifact.
@@ -18,6 +20,8 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+mod reliability;
 
 const PAPER_EXPERIMENTS: &[&str] = &[
     "experiments/scaling_law.toml",
@@ -99,12 +103,16 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
         }
         Some("golden") => golden(&root),
         Some("bench") => bench(&root, args.get(1).map_or("all", String::as_str)),
+        Some("reliability") => {
+            let binary = build_lmgeo()?;
+            reliability::main(&binary, &args[1..])
+        }
         Some("help") | None => {
             println!(
                 "{}",
                 include_str!("main.rs")
                     .lines()
-                    .take(9)
+                    .take(11)
                     .map(|l| l.trim_start_matches("//!"))
                     .collect::<Vec<_>>()
                     .join("\n")

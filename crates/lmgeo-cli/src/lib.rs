@@ -147,6 +147,10 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Check the store: every committed action's blobs exist and match
+    /// their blake3 digests, every object hashes to its name, every record
+    /// parses. Exits 1 and lists the problems otherwise.
+    Verify,
     /// List the node kinds this binary knows.
     Kinds,
 }
@@ -170,7 +174,16 @@ pub fn main_with(registry: Registry) -> ExitCode {
     match dispatch(cli, &registry) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Store errors already carry their OS cause in their message:
+            // each cause of the chain is shown once.
+            let mut message = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !message.contains(&cause) {
+                    message = format!("{message}: {cause}");
+                }
+            }
+            eprintln!("error: {message}");
             ExitCode::from(1)
         }
     }
@@ -363,6 +376,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
             dry_run,
             force,
         } => gc(&cli.store, experiments, keep_runs, dry_run, force, registry),
+        Command::Verify => verify_store(&cli.store),
         Command::Kinds => {
             let width = registry.names().map(str::len).max().unwrap_or(0);
             for kind in registry.kinds() {
@@ -587,10 +601,33 @@ fn gc(
             keep.extend(record.keys().map(str::to_string));
         }
     }
-    let report = store.collect_garbage(&keep, dry_run)?;
+    // Under --force, what runs in progress have resolved or produced so far
+    // is kept too (see RELIABILITY.md, "Concurrency", for what remains).
+    let mut since: Option<std::time::SystemTime> = None;
+    for run in &live {
+        if let Ok(text) = std::fs::read_to_string(run.join(lmgeo_dag::scheduler::KEYS_LOG)) {
+            keep.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
+        }
+        let started = run
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('-').next())
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|ms| {
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+                    - std::time::Duration::from_secs(2)
+            });
+        if let Some(started) = started {
+            since = Some(since.map_or(started, |s| s.min(started)));
+        }
+    }
+    let report = store.collect_garbage_sparing(&keep, since, dry_run)?;
     if !dry_run {
+        // A live run's folder holds its key list now and its record later.
         for run in runs.iter().rev().skip(keep_runs) {
-            let _ = std::fs::remove_dir_all(run);
+            if !live.contains(run) {
+                let _ = std::fs::remove_dir_all(run);
+            }
         }
     }
     for (path, what, size) in &report.entries {
@@ -607,6 +644,41 @@ fn gc(
         files.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn verify_store(path: &Path) -> anyhow::Result<ExitCode> {
+    let store = match Store::open_existing(path) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(INVALID));
+        }
+    };
+    let report = lmgeo_dag::verify::verify(&store);
+    for problem in &report.problems {
+        eprintln!("problem: {problem}");
+    }
+    println!(
+        "{}: {} actions, {} objects ({} hashed), {} records; {} temporary entries and {} lock files (staging and locks of runs that ended or are running; never committed)",
+        store.root().display(),
+        report.actions,
+        report.objects,
+        human_bytes(report.bytes),
+        report.records,
+        report.temporary,
+        report.locks,
+    );
+    if report.is_consistent() {
+        println!("store is consistent");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: store {} is NOT consistent: {} problem(s) listed above; a run recomputes what it needs of them, `lmgeo gc` removes unreachable entries",
+            store.root().display(),
+            report.problems.len()
+        );
+        Ok(ExitCode::from(1))
+    }
 }
 
 /// Run folders of this host whose process is still alive and that have not

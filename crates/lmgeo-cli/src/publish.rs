@@ -94,17 +94,29 @@ pub fn collect_results(
                 .filter(|o| o.publish)
             {
                 let blob = &action.outputs[&output.name];
-                let source = store.verified_blob(blob).with_context(|| {
-                    format!(
-                        "output `{}` of `{}` is corrupt in the store; run again",
-                        output.name, instance.id
-                    )
-                })?;
+                let source = match store.verified_blob(blob) {
+                    Ok(path) => path,
+                    Err(e) => {
+                        // Discarded, so that running again recomputes it.
+                        store.invalidate(&action.key);
+                        return Err(e).with_context(|| {
+                            format!(
+                                "output `{}` of `{}` is corrupt in the store {}; its entry was discarded, run again to recompute it",
+                                output.name,
+                                instance.id,
+                                store.root().display()
+                            )
+                        });
+                    }
+                };
                 let dir = nodes_dir.join(file_name(&instance.id));
                 std::fs::create_dir_all(&dir)?;
                 let target = dir.join(format!("{}.{}", output.name, output.extension));
-                std::fs::copy(&source, &target)
-                    .with_context(|| format!("copying to {}", target.display()))?;
+                write_then_rename(&target, |temp| {
+                    std::fs::copy(&source, temp)?;
+                    Ok(())
+                })
+                .with_context(|| format!("copying to {}", target.display()))?;
                 published.push(
                     target
                         .strip_prefix(out)
@@ -143,8 +155,12 @@ pub fn collect_results(
     let mut frame = lmgeo_tables::results_frame(&rows)?;
     let results_parquet = out.join("results.parquet");
     let results_csv = out.join("results.csv");
-    lmgeo_tables::write_parquet(&mut frame, &results_parquet)?;
-    lmgeo_tables::write_csv(&mut frame, &results_csv)?;
+    write_then_rename(&results_parquet, |temp| {
+        Ok(lmgeo_tables::write_parquet(&mut frame, temp)?)
+    })?;
+    write_then_rename(&results_csv, |temp| {
+        Ok(lmgeo_tables::write_csv(&mut frame, temp)?)
+    })?;
     let run = serde_json::json!({
         "experiment": graph.experiment.name,
         "file": graph.experiment.file.path.display().to_string(),
@@ -152,7 +168,10 @@ pub fn collect_results(
         "store": store.root().display().to_string(),
         "nodes": records,
     });
-    std::fs::write(out.join("run.json"), serde_json::to_vec_pretty(&run)?)?;
+    let bytes = serde_json::to_vec_pretty(&run)?;
+    write_then_rename(&out.join("run.json"), |temp| {
+        Ok(std::fs::write(temp, &bytes)?)
+    })?;
     let written = write_report(graph, store, report, out, overrides, sections)?;
     Ok(RunSummary {
         out_dir: out.to_path_buf(),
@@ -161,6 +180,29 @@ pub fn collect_results(
         results_csv,
         rows: rows.len(),
     })
+}
+
+/// Writes a file of the output folder under a temporary name beside it and
+/// renames it into place: a run killed while publishing leaves the previous
+/// file or the new one, never a torn one.
+fn write_then_rename(
+    target: &Path,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let temp = target.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let written = write(&temp).and_then(|()| {
+        std::fs::File::open(&temp)?.sync_all()?;
+        std::fs::rename(&temp, target)?;
+        Ok(())
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.with_context(|| format!("writing {}", target.display()))
 }
 
 /// A figure name safe as a file name.

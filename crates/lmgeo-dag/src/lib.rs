@@ -22,6 +22,7 @@ pub mod scheduler;
 pub mod spec;
 pub mod store;
 pub mod value;
+pub mod verify;
 
 pub use error::{SpecError, SpecErrors};
 pub use graph::{Graph, Instance, build};

@@ -35,6 +35,11 @@ pub enum StoreError {
     Io { path: PathBuf, source: io::Error },
     #[error("corrupt store record {path}: {message}")]
     Record { path: PathBuf, message: String },
+    #[error("{path} is not an lmgeo store (it has no {missing}/ folder)")]
+    NotAStore {
+        path: PathBuf,
+        missing: &'static str,
+    },
     #[error("blob {digest} is corrupt or missing (expected {expected_size} bytes)")]
     CorruptBlob { digest: String, expected_size: u64 },
 }
@@ -105,6 +110,24 @@ impl Store {
         ] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_at(&path))?;
+        }
+        Ok(Self {
+            root,
+            locks: LockSettings::from_env(),
+        })
+    }
+
+    /// Opens a store that must already exist, creating nothing (for
+    /// read-only commands such as `verify`).
+    pub fn open_existing(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        for dir in ["objects", "actions"] {
+            if !root.join(dir).is_dir() {
+                return Err(StoreError::NotAStore {
+                    path: root,
+                    missing: dir,
+                });
+            }
         }
         Ok(Self {
             root,
@@ -184,7 +207,13 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let existing_ok = fs::metadata(&target).is_ok_and(|m| m.len() == size)
                     && hash_file(&target).is_ok_and(|(d, _)| d == digest);
-                if !existing_ok {
+                if existing_ok {
+                    // Published again just now: `gc --force` spares objects
+                    // younger than the runs in progress.
+                    if let Ok(f) = File::options().append(true).open(&target) {
+                        let _ = f.set_modified(SystemTime::now());
+                    }
+                } else {
                     fs::rename(file, &target).map_err(io_at(&target))?;
                     sync_dir(parent)?;
                     return Ok(BlobRef { digest, size });
@@ -435,11 +464,30 @@ impl Store {
         keep: &BTreeSet<String>,
         dry_run: bool,
     ) -> Result<GcReport, StoreError> {
+        self.collect_garbage_sparing(keep, None, dry_run)
+    }
+
+    /// As [`Store::collect_garbage`], also sparing every action record and
+    /// object modified at or after `since` (what runs in progress, begun
+    /// then, have committed or published).
+    pub fn collect_garbage_sparing(
+        &self,
+        keep: &BTreeSet<String>,
+        since: Option<SystemTime>,
+        dry_run: bool,
+    ) -> Result<GcReport, StoreError> {
+        let recent = |path: &Path| {
+            since.is_some_and(|since| {
+                fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= since)
+            })
+        };
         let mut report = GcReport::default();
         let mut live_blobs = BTreeSet::new();
         for key in self.all_action_keys() {
             let path = self.action_path(&key);
-            if keep.contains(&key) {
+            if keep.contains(&key) || recent(&path) {
                 if let Some(action) = self.raw_action(&key) {
                     live_blobs.extend(action.outputs.values().map(|b| b.digest.clone()));
                 }
@@ -462,7 +510,7 @@ impl Store {
         {
             for entry in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
-                if !live_blobs.contains(&name) {
+                if !live_blobs.contains(&name) && !recent(&entry.path()) {
                     report.add(&entry.path(), "blob");
                     if !dry_run {
                         let _ = fs::remove_file(entry.path());
@@ -791,6 +839,67 @@ mod tests {
         assert_eq!(store.action(&action.key), Some(action.clone()));
         fs::remove_file(store.blob_path(&blob.digest)).unwrap();
         assert_eq!(store.action(&action.key), None);
+    }
+
+    /// What `gc --force` spares for a run in progress: entries modified
+    /// since it began, including an old object it published again.
+    #[test]
+    fn collecting_spares_entries_newer_than_a_live_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let commit = |key: &str, blob: &BlobRef| {
+            let action = Action {
+                key: key.to_string(),
+                kind: "k".into(),
+                node: "n".into(),
+                outputs: [("out".to_string(), blob.clone())].into(),
+                created_unix_ms: 0,
+                elapsed_ms: 0,
+                peak_rss_kib: None,
+                lmgeo_version: "test".into(),
+            };
+            store.commit_action(&action).unwrap();
+        };
+        let age = |path: &Path| {
+            let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+            File::options()
+                .append(true)
+                .open(path)
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        };
+        let old = store.put_bytes(b"old", "t").unwrap();
+        let shared = store.put_bytes(b"shared", "t").unwrap();
+        commit(&"aa".repeat(32), &old);
+        for path in [
+            store.action_path(&"aa".repeat(32)),
+            store.blob_path(&old.digest),
+            store.blob_path(&shared.digest),
+        ] {
+            age(&path);
+        }
+        let run_began = SystemTime::now() - std::time::Duration::from_secs(1);
+        // The live run publishes the old `shared` object again and commits.
+        let again = store.put_bytes(b"shared", "t").unwrap();
+        assert_eq!(again, shared);
+        let fresh = store.put_bytes(b"fresh", "t").unwrap();
+        commit(&"bb".repeat(32), &fresh);
+
+        let keep = BTreeSet::new();
+        let report = store
+            .collect_garbage_sparing(&keep, Some(run_began), true)
+            .unwrap();
+        let deleted: BTreeSet<PathBuf> = report.entries.iter().map(|e| e.0.clone()).collect();
+        let expected: BTreeSet<PathBuf> = [
+            store.action_path(&"aa".repeat(32)),
+            store.blob_path(&old.digest),
+        ]
+        .into();
+        assert_eq!(deleted, expected);
+        // Without the run, everything unreachable goes.
+        let report = store.collect_garbage(&keep, true).unwrap();
+        assert_eq!(report.entries.len(), 5);
     }
 
     #[test]

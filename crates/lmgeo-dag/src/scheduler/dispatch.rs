@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-use super::execute::{Execution, execute};
+use super::execute::{Execution, KEYS_LOG, execute};
 use super::plan::{key_for, preimage_for};
 use super::{NodeOutcome, Observer, RunOptions, RunReport, Status};
 use crate::graph::Graph;
@@ -85,8 +85,17 @@ pub fn run(
                     .collect();
                 let sender = sender.clone();
                 let cancel = options.cancel.clone();
+                let keys_log = run_dir.join(KEYS_LOG);
                 scope.spawn(move |_| {
-                    let result = execute(graph, store, index, &upstream_actions, observer, &cancel);
+                    let result = execute(
+                        graph,
+                        store,
+                        index,
+                        &upstream_actions,
+                        observer,
+                        &cancel,
+                        Some(&keys_log),
+                    );
                     let _ = sender.send((index, result));
                 });
             }
@@ -236,7 +245,7 @@ pub fn run_instance(
             Err(reason) => return failed(reason, None),
         }
     }
-    match execute(graph, store, index, &direct, observer, cancel) {
+    match execute(graph, store, index, &direct, observer, cancel, None) {
         Execution::Finished(outcome) => outcome,
         Execution::CorruptInput { upstream, outcome } => NodeOutcome {
             status: Status::Failed(format!(

@@ -50,6 +50,23 @@ fn read_metrics(store: &Store, action: &Action) -> Result<Vec<MetricRow>, StoreE
     })
 }
 
+/// The file in a run's folder listing, one per line, every key the run has
+/// resolved so far (cached or to compute), written before the key's entry
+/// is read or computed: what `gc --force` keeps for a run in progress.
+pub const KEYS_LOG: &str = "keys";
+
+fn log_key(keys_log: &Path, key: &str) {
+    use std::io::Write;
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(keys_log)
+        .and_then(|mut f| f.write_all(format!("{key}\n").as_bytes()));
+    if let Err(e) = appended {
+        tracing::warn!("cannot note key {key} in {}: {e}", keys_log.display());
+    }
+}
+
 pub(super) fn execute(
     graph: &Graph,
     store: &Store,
@@ -57,6 +74,7 @@ pub(super) fn execute(
     actions: &HashMap<usize, Action>,
     observer: &dyn Observer,
     cancel: &AtomicBool,
+    keys_log: Option<&Path>,
 ) -> Execution {
     let started = Instant::now();
     let instance = &graph.instances[index];
@@ -74,6 +92,9 @@ pub(super) fn execute(
         Err(reason) => return fail(reason, None),
     };
     let key = preimage.key();
+    if let Some(log) = keys_log {
+        log_key(log, &key);
+    }
     let record = || -> Result<(), StoreError> {
         store.write_preimage(&key, &preimage)?;
         store.record_name(
@@ -93,8 +114,23 @@ pub(super) fn execute(
         Err(e) => return fail(e.to_string(), Some(key)),
     };
     if let Some(action) = store.action(&key) {
+        // The outputs published to the results folder are read by no node
+        // downstream, so nothing else would notice them corrupt: checked
+        // here (they are small), a corrupt one makes the entry a miss.
+        let published_intact = instance
+            .configured
+            .interface
+            .outputs
+            .iter()
+            .filter(|o| o.publish)
+            .all(|o| {
+                action
+                    .outputs
+                    .get(&o.name)
+                    .is_some_and(|b| store.verified_blob(b).is_ok())
+            });
         match read_metrics(store, &action) {
-            Ok(metrics) => {
+            Ok(metrics) if published_intact => {
                 return Execution::Finished(NodeOutcome {
                     status: Status::Cached,
                     key: Some(key),
@@ -103,7 +139,7 @@ pub(super) fn execute(
                     elapsed: started.elapsed(),
                 });
             }
-            Err(_) => store.invalidate(&key),
+            _ => store.invalidate(&key),
         }
     }
 
@@ -170,7 +206,7 @@ pub(super) fn execute(
     let _ = std::fs::remove_dir_all(&scratch);
     let outcome = match result {
         Ok(Ok(())) => commit(store, instance, &key, &staging, metrics, started),
-        Ok(Err(e)) => Err(e.message),
+        Ok(Err(e)) => Err(storage_context(store, e.message)),
         Err(panic) => Err(format!("the node panicked: {}", panic_message(&panic))),
     };
     let _ = std::fs::remove_dir_all(&staging);
@@ -178,6 +214,30 @@ pub(super) fn execute(
         Ok(outcome) => Execution::Finished(outcome),
         Err(message) => fail(message, Some(key)),
     }
+}
+
+/// A node writes its outputs into the store's staging folder, and its error
+/// may not say where (a Parquet writer reports "No space left on device" and
+/// nothing more): when the cause is the store's filesystem, say so.
+fn storage_context(store: &Store, message: String) -> String {
+    // ENOSPC, EROFS and EDQUOT as the OS words them.
+    #[cfg(target_os = "linux")]
+    const CAUSES: [(i32, &str); 3] = [
+        (28, "is full"),
+        (30, "is read-only"),
+        (122, "is over its disk quota"),
+    ];
+    #[cfg(not(target_os = "linux"))]
+    const CAUSES: [(i32, &str); 0] = [];
+    let root = store.root().display().to_string();
+    for (code, what) in CAUSES {
+        if message.contains(&std::io::Error::from_raw_os_error(code).to_string())
+            && !message.contains(&root)
+        {
+            return format!("{message} (writing into the store {root}, whose filesystem {what})");
+        }
+    }
+    message
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

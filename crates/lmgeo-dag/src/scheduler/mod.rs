@@ -23,7 +23,7 @@ mod plan;
 
 pub use crate::record::Status;
 pub use dispatch::{run, run_instance};
-pub use execute::{cached_outcome, peak_rss_kib};
+pub use execute::{KEYS_LOG, cached_outcome, peak_rss_kib};
 pub use plan::{PlanEntry, PlanStatus, key_for, plan};
 
 /// The outcome of one instance in a run.
