@@ -69,10 +69,30 @@ impl Layers {
 
     /// The layers to read from a table, using its metadata: `lmgeo.layers`
     /// (comma-separated) and `lmgeo.final_norm_layer`.
-    pub fn resolve(&self, table: &Path) -> Result<Option<Vec<i32>>, NodeError> {
+    ///
+    /// A listed layer the table does not hold is an error naming `field`
+    /// and the layers it does hold (without this, the probe would quietly
+    /// compute nothing for it).
+    pub fn resolve(&self, field: &str, table: &Path) -> Result<Option<Vec<i32>>, NodeError> {
         match self {
             Layers::Named(LayerName::All) => Ok(None),
-            Layers::List(list) => Ok(Some(list.clone())),
+            Layers::List(list) => {
+                let reader = EmbeddingReader::open(table)?;
+                if let Some(held) = reader.metadata("lmgeo.layers") {
+                    let held: Vec<i32> = held
+                        .split(',')
+                        .filter_map(|v| v.trim().parse().ok())
+                        .collect();
+                    if let Some(bad) = list.iter().find(|l| !held.contains(l)) {
+                        let names: Vec<String> = held.iter().map(i32::to_string).collect();
+                        return Err(NodeError::msg(format!(
+                            "`{field}` asks for layer {bad}, but the embeddings table holds layers {}: pick from those, or extract more layers upstream",
+                            names.join(", ")
+                        )));
+                    }
+                }
+                Ok(Some(list.clone()))
+            }
             Layers::Named(LayerName::Last) => {
                 let reader = EmbeddingReader::open(table)?;
                 let final_norm: Option<i32> = reader
