@@ -2,6 +2,7 @@
 //! line (what scripts and tests match on), the offending source with the span
 //! underlined, and what would be valid.
 
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 use lmgeo_dag::SpecErrors;
@@ -9,15 +10,22 @@ use lmgeo_dag::value::Origin;
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, NamedSource};
 
 pub fn report(errors: &SpecErrors) {
-    let terminal = std::io::stderr().is_terminal();
-    let theme = if terminal {
+    eprint!("{}", render(errors, std::io::stderr().is_terminal()));
+}
+
+/// What [`report`] prints, as text (`color` for a terminal). Public through
+/// [`crate::render_spec_errors`] so the fuzz targets exercise the same
+/// rendering as the command line.
+pub fn render(errors: &SpecErrors, color: bool) -> String {
+    let theme = if color {
         GraphicalTheme::unicode()
     } else {
         GraphicalTheme::unicode_nocolor()
     };
     let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
+    let mut out = String::new();
     for error in &errors.0 {
-        eprintln!("error: {}: {}", error.location(), error.message);
+        let _ = writeln!(out, "error: {}: {}", error.location(), error.message);
         if let Origin::File(span) = &error.origin
             && !error.file.text.is_empty()
         {
@@ -36,17 +44,19 @@ pub fn report(errors: &SpecErrors) {
                 .render_report(&mut rendered, report.as_ref())
                 .is_ok()
             {
-                eprintln!("{rendered}");
+                let _ = writeln!(out, "{rendered}");
                 continue;
             }
         }
         if let Some(help) = &error.help {
-            eprintln!("  help: {help}");
+            let _ = writeln!(out, "  help: {help}");
         }
     }
     let n = errors.0.len();
-    eprintln!(
+    let _ = writeln!(
+        out,
         "{n} error{} in the experiment; nothing was run",
         if n == 1 { "" } else { "s" }
     );
+    out
 }

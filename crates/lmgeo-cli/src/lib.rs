@@ -26,6 +26,12 @@ use lmgeo_dag::{Graph, Overrides, PlanStatus, Registry, RunOptions, RunRecord, S
 
 pub use publish::{RunSummary, collect_results};
 
+/// Validation errors as `lmgeo` prints them: each `file:line:col: message`
+/// line, the source with the span underlined, and the help.
+pub fn render_spec_errors(errors: &lmgeo_dag::SpecErrors, color: bool) -> String {
+    diagnostics::render(errors, color)
+}
+
 /// Declarative, cached experiments on the geometry of LLM representations.
 #[derive(Parser, Debug)]
 #[command(name = "lmgeo", version, about, long_about = None)]
@@ -174,19 +180,48 @@ pub fn main_with(registry: Registry) -> ExitCode {
     match dispatch(cli, &registry) {
         Ok(code) => code,
         Err(e) => {
-            // Store errors already carry their OS cause in their message:
-            // each cause of the chain is shown once.
-            let mut message = e.to_string();
-            for cause in e.chain().skip(1) {
-                let cause = cause.to_string();
-                if !message.contains(&cause) {
-                    message = format!("{message}: {cause}");
-                }
-            }
-            eprintln!("error: {message}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes on one line, `a: b: c`, leaving out a cause
+/// whose text its parent already shows (`StoreError::Io` prints its
+/// `io::Error`, which is also its source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
+/// Refuses an `--out` that cannot become the results folder, before
+/// anything runs: otherwise the run computes everything and fails when it
+/// publishes.
+fn check_out_folder(out: &Path) -> Result<(), String> {
+    if out.exists() && !out.is_dir() {
+        return Err(format!(
+            "--out {} is a file, not a folder: results are written as a folder; choose another --out (or remove the file)",
+            out.display()
+        ));
+    }
+    if let Some(file) = out
+        .ancestors()
+        .skip(1)
+        .find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir())
+    {
+        return Err(format!(
+            "--out {}: {} is a file, so no folder can be made under it; choose another --out",
+            out.display(),
+            file.display()
+        ));
+    }
+    Ok(())
 }
 
 fn init_tracing() {
@@ -256,6 +291,11 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
                 Ok(g) => g,
                 Err(code) => return Ok(code),
             };
+            let out = out.unwrap_or_else(|| Path::new("results").join(&graph.experiment.name));
+            if let Err(message) = check_out_folder(&out) {
+                eprintln!("error: {message}");
+                return Ok(ExitCode::from(INVALID));
+            }
             let store = Store::open(&cli.store)?;
             let user = match cluster::UserConfig::load() {
                 Ok(u) => u,
@@ -266,7 +306,6 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
             };
             let settings = cluster::settings(&user, &graph, executor, detach);
             if settings.kind == Some(lmgeo_dag::execution::ExecutorKind::Slurm) {
-                let out = out.unwrap_or_else(|| Path::new("results").join(&graph.experiment.name));
                 return cluster::run_on_slurm(
                     &graph,
                     &store,
@@ -291,7 +330,6 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
                 options.jobs = jobs;
             }
             interrupt_gracefully(&options.cancel);
-            let out = out.unwrap_or_else(|| Path::new("results").join(&graph.experiment.name));
             let observer =
                 progress::ProgressObserver::new(std::io::stdout().is_terminal() && !json);
             let report = lmgeo_dag::run(&graph, &store, &options, &observer)?;

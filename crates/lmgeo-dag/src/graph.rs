@@ -20,7 +20,7 @@ use crate::error::{SpecError, SpecErrors, valid_list_help};
 use crate::node::{Arity, ConfigureError, Configured, Coords, NodeKind};
 use crate::registry::Registry;
 use crate::spec::{AxisGroup, Collect, Experiment, NodeDecl, Reference};
-use crate::value::{Origin, SKind, STable, SValue};
+use crate::value::{Origin, SKind, STable, SValue, Scalar};
 
 /// The implicit output every node has: its tidy metric rows.
 pub const METRICS_OUTPUT: &str = "metrics";
@@ -136,13 +136,44 @@ pub fn instance_id(node: &str, coords: &Coords) -> String {
     }
 }
 
+/// The most node instances an experiment may expand to, all nodes together,
+/// unless it sets `max_instances`. A sweep is a product of axes, so a few
+/// short lists can ask for billions of instances; the count is checked
+/// before any instance is made, and a larger experiment is refused with the
+/// product spelled out. Every instance costs a configured parameter set, a
+/// cache key and a store lookup, so a million is already a very large plan.
+pub const DEFAULT_MAX_INSTANCES: u64 = 1_000_000;
+
+/// How [`build_with`] expands an experiment.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// The instance limit, over the experiment's `max_instances` and
+    /// [`DEFAULT_MAX_INSTANCES`].
+    pub max_instances: Option<u64>,
+}
+
 /// Validates and expands an experiment against the registered kinds.
 pub fn build(experiment: Experiment, registry: &Registry) -> Result<Graph, SpecErrors> {
+    build_with(experiment, registry, &BuildOptions::default())
+}
+
+/// [`build`] with options.
+pub fn build_with(
+    experiment: Experiment,
+    registry: &Registry,
+    options: &BuildOptions,
+) -> Result<Graph, SpecErrors> {
+    let max_instances = options
+        .max_instances
+        .or(experiment.max_instances)
+        .unwrap_or(DEFAULT_MAX_INSTANCES);
     let mut builder = Builder {
         experiment: &experiment,
         registry,
         errors: Vec::new(),
         seen: HashSet::new(),
+        max_instances,
+        planned: 0,
     };
     let instances = builder.build();
     if builder.errors.is_empty() {
@@ -162,6 +193,9 @@ struct Builder<'a> {
     /// Errors already reported: one mistake in a swept node is reported once,
     /// not once per instance.
     seen: HashSet<(String, String)>,
+    max_instances: u64,
+    /// Instances of the nodes expanded so far.
+    planned: u64,
 }
 
 impl Builder<'_> {
@@ -232,7 +266,12 @@ impl Builder<'_> {
         for name in order {
             let decl = &experiment.nodes[name.as_str()];
             let kind = kinds[name.as_str()].clone();
-            let created = self.expand(decl, &kind, &instances, &by_node);
+            let Some(created) = self.expand(decl, &kind, &instances, &by_node) else {
+                // Over the instance limit: reported; expanding the nodes
+                // below it would only repeat the error.
+                return Vec::new();
+            };
+            self.planned += created.len() as u64;
             let mut indices = Vec::new();
             for instance in created {
                 indices.push(instances.len());
@@ -327,24 +366,62 @@ impl Builder<'_> {
         Some(order)
     }
 
+    /// Refuses a join that would take the experiment over the instance
+    /// limit, before it is made. `factors` are the sizes joined so far.
+    fn within_limit(
+        &mut self,
+        decl: &NodeDecl,
+        cells: &[Coords],
+        rows: &[Coords],
+        factors: &mut Vec<String>,
+        what: String,
+    ) -> bool {
+        factors.push(format!("{what} ({})", rows.len()));
+        let size = join_size(cells, rows);
+        let total = self.planned.saturating_add(size);
+        if total <= self.max_instances {
+            return true;
+        }
+        let node_count = if size == u64::MAX {
+            "more than 18446744073709551615".to_string()
+        } else {
+            size.to_string()
+        };
+        self.error(
+            &decl.origin,
+            format!(
+                "node `{}` would expand to {node_count} instances, over the limit of {} for the whole experiment ({} before it)",
+                decl.name, self.max_instances, self.planned
+            ),
+            Some(format!(
+                "a sweep is the product of its axes: {}; narrow it, or raise the limit with `max_instances = N` at the top of the experiment file (or `--set max_instances=N`)",
+                factors.join(" x ")
+            )),
+        );
+        false
+    }
+
+    /// The node's instances, or `None` when there would be more than the
+    /// limit allows (reported).
     fn expand(
         &mut self,
         decl: &NodeDecl,
         kind: &Arc<dyn NodeKind>,
         instances: &[Instance],
         by_node: &HashMap<String, Vec<usize>>,
-    ) -> Vec<Instance> {
+    ) -> Option<Vec<Instance>> {
         // Start from one empty cell and join in every reference, then the
         // node's own axes.
         let mut cells: Vec<Coords> = vec![Coords::default()];
         let mut inherited: Vec<Vec<Vec<String>>> = Vec::new();
+        let mut factors: Vec<String> = Vec::new();
         for input in &decl.inputs {
             let mut per_ref = Vec::new();
             for r in &input.refs {
                 let upstream = &by_node[&r.node];
                 if upstream.is_empty() {
                     // The upstream node was rejected; its error is reported.
-                    return Vec::new();
+                    return Some(Vec::new());
                 }
                 let upstream_axes: Vec<String> = instances[upstream[0]]
                     .coords
@@ -384,6 +461,7 @@ impl Builder<'_> {
                     }
                 };
                 let mut projections: Vec<Coords> = Vec::new();
+                let mut distinct: HashSet<Coords> = HashSet::new();
                 for &u in upstream {
                     let projected = Coords(
                         instances[u]
@@ -393,9 +471,13 @@ impl Builder<'_> {
                             .cloned()
                             .collect(),
                     );
-                    if !projections.contains(&projected) {
+                    if distinct.insert(projected.clone()) {
                         projections.push(projected);
                     }
+                }
+                let what = format!("input `{}` from `{}`", input.port, r.node);
+                if !self.within_limit(decl, &cells, &projections, &mut factors, what) {
+                    return None;
                 }
                 cells = join(&cells, &projections);
                 per_ref.push(keep);
@@ -414,7 +496,7 @@ impl Builder<'_> {
                         .into(),
                 ),
             );
-            return Vec::new();
+            return Some(Vec::new());
         }
 
         let used_axes = self.experiment_axes_used(decl);
@@ -440,6 +522,11 @@ impl Builder<'_> {
                     )
                 })
                 .collect();
+            let names: Vec<&str> = group.axes.iter().map(|(a, _)| a.as_str()).collect();
+            let what = format!("`{}`", names.join("`, `"));
+            if !self.within_limit(decl, &cells, &rows, &mut factors, what) {
+                return None;
+            }
             cells = join(&cells, &rows);
         }
 
@@ -506,7 +593,7 @@ impl Builder<'_> {
                 inputs: bindings,
             });
         }
-        created
+        Some(created)
     }
 
     /// Experiment axes that this node's parameters mention as `${axis}`.
@@ -718,6 +805,48 @@ impl Builder<'_> {
     }
 }
 
+/// The number of cells [`join`] would make, counted without making them
+/// (saturating). Each list's cells share one set of axes (they come from
+/// one node's instances or one axis group), so the join pairs the cells
+/// that agree on the axes both sides have: counted by grouping `right` on
+/// those axes. Lists whose axes vary get the product, an upper bound.
+fn join_size(left: &[Coords], right: &[Coords]) -> u64 {
+    let product = (left.len() as u64).saturating_mul(right.len() as u64);
+    let (Some(l0), Some(r0)) = (left.first(), right.first()) else {
+        return 0;
+    };
+    let axes = |c: &Coords| c.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>();
+    let (left_axes, right_axes) = (axes(l0), axes(r0));
+    let uniform = |cells: &[Coords], expected: &[String]| {
+        cells.iter().all(|c| {
+            c.0.len() == expected.len() && c.iter().zip(expected).all(|((a, _), e)| a == e)
+        })
+    };
+    if !uniform(left, &left_axes) || !uniform(right, &right_axes) {
+        return product;
+    }
+    let shared: Vec<&String> = right_axes
+        .iter()
+        .filter(|a| left_axes.contains(a))
+        .collect();
+    if shared.is_empty() {
+        return product;
+    }
+    let key = |c: &Coords| -> Vec<Scalar> {
+        shared
+            .iter()
+            .map(|a| c.get(a).expect("uniform axes").clone())
+            .collect()
+    };
+    let mut groups: HashMap<Vec<Scalar>, u64> = HashMap::new();
+    for r in right {
+        *groups.entry(key(r)).or_default() += 1;
+    }
+    left.iter()
+        .map(|l| groups.get(&key(l)).copied().unwrap_or(0))
+        .fold(0u64, u64::saturating_add)
+}
+
 /// Natural join of two lists of coordinates.
 fn join(left: &[Coords], right: &[Coords]) -> Vec<Coords> {
     let mut out = Vec::new();
@@ -799,5 +928,58 @@ fn substitute(value: &SValue, cell: &Coords) -> SValue {
             SValue::new(SKind::Table(out), value.origin.clone())
         }
         _ => value.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cells(rows: &[&[(&str, i64)]]) -> Vec<Coords> {
+        rows.iter()
+            .map(|row| {
+                Coords(
+                    row.iter()
+                        .map(|(a, v)| (a.to_string(), Scalar::Integer(*v)))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn join_size_counts_what_join_makes() {
+        // Disjoint axes: every pair.
+        let seeds = cells(&[&[("seed", 1)], &[("seed", 2)], &[("seed", 3)]]);
+        let ranks = cells(&[&[("rank", 2)], &[("rank", 8)]]);
+        assert_eq!(join_size(&seeds, &ranks), 6);
+        // Shared axis: seed 1 matches two rows, seed 2 one, seed 3 none.
+        let pairs = cells(&[
+            &[("seed", 1), ("layer", 0)],
+            &[("seed", 1), ("layer", 1)],
+            &[("seed", 2), ("layer", 0)],
+            &[("seed", 9), ("layer", 0)],
+        ]);
+        assert_eq!(join_size(&seeds, &pairs), 3);
+        // The one empty cell a node starts from, and empty sides.
+        assert_eq!(join_size(&[Coords::default()], &ranks), 2);
+        assert_eq!(join_size(&[], &ranks), 0);
+        assert_eq!(join_size(&seeds, &[]), 0);
+        for (l, r) in [(&seeds, &ranks), (&seeds, &pairs), (&pairs, &seeds)] {
+            assert_eq!(join_size(l, r), join(l, r).len() as u64);
+        }
+    }
+
+    #[test]
+    fn join_size_saturates_instead_of_overflowing() {
+        // Only the lengths matter for disjoint axes; the count must not
+        // wrap around to a small number that would pass the limit.
+        let big: Vec<Coords> = (0..1 << 16)
+            .map(|i| Coords(vec![("a".into(), Scalar::Integer(i))]))
+            .collect();
+        let other: Vec<Coords> = (0..1 << 16)
+            .map(|i| Coords(vec![("b".into(), Scalar::Integer(i))]))
+            .collect();
+        assert_eq!(join_size(&big, &other), 1 << 32);
     }
 }

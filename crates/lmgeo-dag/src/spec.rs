@@ -48,6 +48,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "executor",
     "resources",
     "report",
+    "max_instances",
 ];
 
 /// Keys of a node table that are not parameters of its kind.
@@ -70,6 +71,9 @@ pub struct Experiment {
     pub resources: ResourceTables,
     /// `[report]`: how the report introduces itself (never part of a key).
     pub report: ReportSettings,
+    /// `max_instances = N`: how many node instances the sweeps may expand
+    /// to (default [`crate::graph::DEFAULT_MAX_INSTANCES`]).
+    pub max_instances: Option<u64>,
 }
 
 /// The `[report]` table of an experiment file.
@@ -524,6 +528,26 @@ impl Parser {
             None => None,
         }
         .unwrap_or_default();
+        let max_instances = table
+            .get("max_instances")
+            .and_then(|value| match value.kind {
+                SKind::Integer(n) if n > 0 => Some(n as u64),
+                ref other => {
+                    let found = match other {
+                        SKind::Integer(n) => n.to_string(),
+                        _ => value.type_name().to_string(),
+                    };
+                    self.error(
+                        &value.origin,
+                        format!("`max_instances` must be a positive integer, found {found}"),
+                    )
+                    .help = Some(format!(
+                        "e.g. max_instances = 2000000 (the default is {})",
+                        crate::graph::DEFAULT_MAX_INSTANCES
+                    ));
+                    None
+                }
+            });
         if self.errors.is_empty() {
             Ok(Experiment {
                 file: self.file,
@@ -535,6 +559,7 @@ impl Parser {
                 executor,
                 resources,
                 report,
+                max_instances,
             })
         } else {
             Err(SpecErrors(self.errors))
@@ -625,10 +650,11 @@ impl Parser {
             return None;
         }
         let mut values: Vec<(Scalar, Origin)> = Vec::new();
+        let mut distinct: std::collections::HashSet<Scalar> = std::collections::HashSet::new();
         for item in items {
             match item.as_scalar() {
                 Some(s) => {
-                    if values.iter().any(|(v, _)| *v == s) {
+                    if !distinct.insert(s.clone()) {
                         self.error(
                             &item.origin,
                             format!("`{what}.{name}` repeats the value `{s}`"),

@@ -33,6 +33,10 @@ use crate::key::Preimage;
 pub enum StoreError {
     #[error("store I/O at {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "the store {path} is not a folder: give --store (or LMGEO_STORE) a folder, or a path that does not exist yet"
+    )]
+    NotAFolder { path: PathBuf },
     #[error("corrupt store record {path}: {message}")]
     Record { path: PathBuf, message: String },
     #[error("{path} is not an lmgeo store (it has no {missing}/ folder)")]
@@ -105,6 +109,9 @@ impl Store {
     /// Opens (creating if needed) a store rooted at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
+        if root.exists() && !root.is_dir() {
+            return Err(StoreError::NotAFolder { path: root });
+        }
         for dir in [
             "objects", "actions", "keys", "names", "stat", "runs", "tmp", "locks",
         ] {

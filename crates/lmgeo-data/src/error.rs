@@ -17,7 +17,7 @@ pub enum CorpusError {
     },
 
     /// A read failed part-way: corrupt gzip stream, invalid UTF-8, I/O error.
-    #[error("{origin}:{line}: cannot read line: {source}")]
+    #[error("{origin}:{line}: cannot read line: {source}{}", read_hint(.source))]
     ReadLine {
         origin: String,
         line: usize,
@@ -95,6 +95,21 @@ pub enum CorpusError {
         available: usize,
         unit: &'static str,
     },
+}
+
+/// What to do about a failed read, for the two causes a user can fix.
+fn read_hint(e: &std::io::Error) -> &'static str {
+    let text = e.to_string();
+    if text.contains("UTF-8") {
+        " (the file must be UTF-8 text: convert it, e.g. `iconv -f latin1 -t utf-8 IN > OUT`)"
+    } else if text.contains("deflate")
+        || text.contains("gzip")
+        || e.kind() == std::io::ErrorKind::UnexpectedEof
+    {
+        " (the file starts as gzip but does not decompress: it is damaged or cut short; `gzip -t FILE` checks it; fetch it again)"
+    } else {
+        ""
+    }
 }
 
 /// Renders `a, b, c` with backticks, or `none` for an empty list.

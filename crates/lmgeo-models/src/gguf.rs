@@ -84,10 +84,21 @@ impl GgufFile {
         };
         let file = File::open(path).map_err(io_err)?;
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader).map_err(|e| ModelError::Config {
-            path: path.to_path_buf(),
-            message: format!("not a readable GGUF file: {e}"),
+        let file_size = reader.get_ref().metadata().map_err(io_err)?.len();
+        let content = Content::read(&mut reader).map_err(|e| {
+            let message = crate::error::candle_message(&e);
+            let cut_short = message.contains("remaining") || message.contains("fill whole buffer");
+            let hint = if cut_short {
+                "the file ends early, as an interrupted download or copy leaves it: fetch it again"
+            } else {
+                "is it a GGUF file?"
+            };
+            ModelError::Config {
+                path: path.to_path_buf(),
+                message: format!("not a readable GGUF file ({message}); {hint}"),
+            }
         })?;
+        check_tensor_extents(path, &content, file_size)?;
         Ok(Self {
             path: path.to_path_buf(),
             content,
@@ -276,12 +287,60 @@ impl GgufFile {
             .lock()
             .map_err(|_| self.config_err("GGUF reader poisoned by an earlier panic".into()))?;
         info.read(&mut *reader, self.content.tensor_data_offset, device)
-            .map_err(|e| self.config_err(format!("tensor `{name}`: {e}")))
+            .map_err(|e| {
+                self.config_err(format!(
+                    "tensor `{name}`: {}",
+                    crate::error::candle_message(&e)
+                ))
+            })
     }
 
     /// The tensor dequantised to `f32`.
     pub fn dequantized(&self, name: &str, device: &Device) -> Result<Tensor, ModelError> {
         Ok(self.qtensor(name, device)?.dequantize(device)?)
+    }
+}
+
+/// Checks that every tensor's data lies inside the file, so that a
+/// truncated file is refused when it is opened, naming the problem, and
+/// not when its last tensor is read (after the others were loaded).
+fn check_tensor_extents(path: &Path, content: &Content, file_size: u64) -> Result<(), ModelError> {
+    let mut furthest: Option<(u64, &str)> = None;
+    for (name, info) in &content.tensor_infos {
+        let invalid = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message: format!("tensor `{name}`: {message}"),
+        };
+        let elements = info
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .ok_or_else(|| invalid(format!("shape {:?} is too large", info.shape.dims())))?;
+        let block = info.ggml_dtype.block_size() as u64;
+        if block == 0 || !elements.is_multiple_of(block) {
+            return Err(invalid(format!(
+                "{elements} elements are not a whole number of {:?} blocks of {block}",
+                info.ggml_dtype
+            )));
+        }
+        let end = (elements / block)
+            .checked_mul(info.ggml_dtype.type_size() as u64)
+            .and_then(|bytes| bytes.checked_add(content.tensor_data_offset))
+            .and_then(|bytes| bytes.checked_add(info.offset))
+            .ok_or_else(|| invalid("its data offset or size does not fit in 64 bits".into()))?;
+        if furthest.is_none_or(|(e, _)| end > e) {
+            furthest = Some((end, name.as_str()));
+        }
+    }
+    match furthest {
+        Some((needed, name)) if needed > file_size => Err(ModelError::Truncated {
+            path: path.to_path_buf(),
+            what: format!("tensor `{name}`"),
+            needed,
+            actual: file_size,
+        }),
+        _ => Ok(()),
     }
 }
 

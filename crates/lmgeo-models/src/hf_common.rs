@@ -19,7 +19,9 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
     })?;
     serde_json::from_str(&text).map_err(|e| ModelError::Config {
         path: path.to_path_buf(),
-        message: format!("not valid JSON: {e}"),
+        message: format!(
+            "not valid JSON ({e}); the model folder is damaged: fetch the model again, or repair the file"
+        ),
     })
 }
 

@@ -69,10 +69,26 @@ impl Layers {
 
     /// The layers to read from a table, using its [`Extraction`] record
     /// when `extract` wrote it.
-    pub fn resolve(&self, table: &Path) -> Result<Option<Vec<i32>>, NodeError> {
+    ///
+    /// A listed layer the table does not hold is an error naming `field`
+    /// and the layers it does hold (without this, the probe would quietly
+    /// compute nothing for it).
+    pub fn resolve(&self, field: &str, table: &Path) -> Result<Option<Vec<i32>>, NodeError> {
         match self {
             Layers::Named(LayerName::All) => Ok(None),
-            Layers::List(list) => Ok(Some(list.clone())),
+            Layers::List(list) => {
+                let reader = EmbeddingReader::open(table)?;
+                if let Some(Extraction { layers: held, .. }) = Extraction::of(&reader) {
+                    if let Some(bad) = list.iter().find(|l| !held.contains(l)) {
+                        let names: Vec<String> = held.iter().map(i32::to_string).collect();
+                        return Err(NodeError::msg(format!(
+                            "`{field}` asks for layer {bad}, but the embeddings table holds layers {}: pick from those, or extract more layers upstream",
+                            names.join(", ")
+                        )));
+                    }
+                }
+                Ok(Some(list.clone()))
+            }
             Layers::Named(LayerName::Last) => {
                 let reader = EmbeddingReader::open(table)?;
                 let (layers, final_norm) = match Extraction::of(&reader) {

@@ -67,9 +67,23 @@ impl Node for CorpusNode {
     }
 
     fn run(&self, spec: &CorpusSpec, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
-        let corpus = spec.select(|_| 0)?;
+        let loaded = spec.load()?;
+        let corpus = spec.select_from(&loaded, |_| 0)?;
         if corpus.is_empty() {
-            return Err(NodeError::msg("the corpus selection is empty"));
+            let source = match &spec.path {
+                Some(path) => path.display().to_string(),
+                None => format!("the corpus `{}`", loaded.name()),
+            };
+            return Err(NodeError::msg(if loaded.is_empty() {
+                format!(
+                    "{source} holds no texts (it is empty, or has only blank lines): point `path` at a corpus file, or check that the file was written completely"
+                )
+            } else {
+                format!(
+                    "none of the {} texts of {source} passes the filters: relax `min_chars`/`max_chars` (an empty text is dropped unless min_chars = 0)",
+                    loaded.len()
+                )
+            }));
         }
         write_texts(corpus.texts(), &ctx.output_path("texts")?)?;
         ctx.emit(MetricRow::new("texts", corpus.len() as f64));

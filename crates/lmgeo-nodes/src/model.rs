@@ -325,7 +325,8 @@ impl Node for Extract {
         };
         if let Some(bad) = wanted.iter().find(|l| **l > final_layer) {
             return Err(NodeError::msg(format!(
-                "layer {bad} does not exist: the model has {n_layers} blocks"
+                "`layers` asks for layer {bad}, which does not exist: {} has {n_layers} blocks, so the layers are 0 (embeddings) to {n_layers}, and {final_layer} (the final norm); fix `layers`",
+                p.model
             )));
         }
         let metadata = lmgeo_tables::Extraction {

@@ -149,7 +149,7 @@ pub(super) fn preimage_for<'a>(
             Some(d) => d.clone(),
             None => store
                 .file_digest(&file.path)
-                .map_err(|e| format!("cannot read {}: {}", file.path.display(), root_cause(&e)))?,
+                .map_err(|e| unreadable_file(&file.path, &e))?,
         };
         files.push(FileKey {
             path: file.path.display().to_string(),
@@ -165,6 +165,25 @@ pub(super) fn preimage_for<'a>(
         files,
         environment: instance.configured.interface.environment.clone(),
     })
+}
+
+/// Why a file a node reads cannot be keyed, and where to fix it.
+fn unreadable_file(path: &std::path::Path, e: &StoreError) -> String {
+    let mut message = format!("cannot read {}: {}", path.display(), root_cause(e));
+    if let StoreError::Io { source, .. } = e
+        && source.kind() == std::io::ErrorKind::NotFound
+    {
+        message.push_str("; check the path in this node's parameters");
+        if path.is_relative()
+            && let Ok(cwd) = std::env::current_dir()
+        {
+            message.push_str(&format!(
+                " (a relative path is read from the working folder, {})",
+                cwd.display()
+            ));
+        }
+    }
+    message
 }
 
 fn root_cause(e: &StoreError) -> String {

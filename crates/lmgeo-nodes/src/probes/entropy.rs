@@ -67,7 +67,7 @@ impl Node for Entropy {
 
     fn run(&self, p: &EntropyParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
         let table = ctx.single_input("embeddings")?.path.clone();
-        let layers = p.layers.resolve(&table)?;
+        let layers = p.layers.resolve("layers", &table)?;
         let preprocess = p.preprocess.into();
         let reports = map_matrices(&table, layers, |m| {
             let z = lmgeo_probes::matrix_from_rows_f32(m.rows, m.cols, &m.data)

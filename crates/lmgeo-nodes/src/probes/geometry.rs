@@ -108,7 +108,7 @@ impl Node for Geometry {
 
     fn run(&self, p: &GeometryParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
         let table = ctx.single_input("embeddings")?.path.clone();
-        let layers = p.layers.resolve(&table)?;
+        let layers = p.layers.resolve("layers", &table)?;
         let (records, by_layer, stacked, pooled) = per_text(p, &table, layers)?;
         let mut frame = lmgeo_tables::frame_from_records(&records)?;
         lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("per_text")?)?;

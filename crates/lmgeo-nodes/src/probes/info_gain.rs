@@ -142,7 +142,7 @@ impl Node for InfoGain {
 
     fn run(&self, p: &InfoGainParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
         let table = ctx.single_input("embeddings")?.path.clone();
-        let layers = p.layers.resolve(&table)?;
+        let layers = p.layers.resolve("layers", &table)?;
         let results = map_matrices(&table, layers, |m| {
             let position = p
                 .position

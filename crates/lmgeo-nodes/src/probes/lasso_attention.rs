@@ -152,7 +152,7 @@ impl Node for LassoAttention {
             let row = row?;
             attention.insert((row.text_id.clone(), row.layer), row);
         }
-        let layers = p.layers.resolve(&table)?;
+        let layers = p.layers.resolve("layers", &table)?;
         let options = LassoOptions {
             alpha: p.alpha,
             tol: p.tol,

@@ -179,8 +179,8 @@ impl Node for LayerSimilarity {
     fn run(&self, p: &LayerSimilarityParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
         let table_a = ctx.single_input("a")?.path.clone();
         let table_b = ctx.single_input("b")?.path.clone();
-        let a = PooledLayers::read(&table_a, p.layers_a.resolve(&table_a)?, p.pool)?;
-        let b = PooledLayers::read(&table_b, p.layers_b.resolve(&table_b)?, p.pool)?;
+        let a = PooledLayers::read(&table_a, p.layers_a.resolve("layers_a", &table_a)?, p.pool)?;
+        let b = PooledLayers::read(&table_b, p.layers_b.resolve("layers_b", &table_b)?, p.pool)?;
         let (order_a, order_b) = pair_texts(&a, &b)?;
         let n = order_a.len();
         if p.measures.contains(&Measure::MutualKnn) && p.k >= n {

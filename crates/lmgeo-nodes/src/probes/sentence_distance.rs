@@ -167,7 +167,7 @@ impl Node for SentenceDistance {
             .zip(groups.iter())
             .filter_map(|(id, g)| Some((id?.to_string(), g?.to_string())))
             .collect();
-        let layers = p.layers.resolve(&table)?;
+        let layers = p.layers.resolve("layers", &table)?;
         let preprocess = p.preprocess.into();
         let moments = map_matrices(&table, layers, |m| {
             let z = lmgeo_probes::matrix_from_rows_f32(m.rows, m.cols, &m.data)
