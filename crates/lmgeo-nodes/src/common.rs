@@ -5,6 +5,7 @@ use std::path::Path;
 
 use lmgeo_dag::{MetricRow, NodeError, ParamError};
 use lmgeo_probes::preprocess::Preprocess;
+pub use lmgeo_probes::summary::MeanSem;
 use lmgeo_tables::{EmbeddingReader, Extraction, TextMatrix};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -147,26 +148,14 @@ pub fn map_matrices<R: Send>(
     Ok(out)
 }
 
-/// Mean and standard error of the mean (n - 1 in the variance; 0 for n = 1).
-pub fn mean_sem(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    if values.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let mean = values.iter().sum::<f64>() / n;
-    if values.len() < 2 {
-        return (mean, 0.0);
-    }
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, (var / n).sqrt())
-}
-
 /// Per-layer mean, standard error and count of named quantities, as metric
 /// rows with dimensions `layer` and `stat`.
-pub fn layer_summary(values: &BTreeMap<(i32, String), Vec<f64>>) -> Vec<MetricRow> {
+pub fn layer_summary(
+    values: &BTreeMap<(i32, String), Vec<f64>>,
+) -> Result<Vec<MetricRow>, NodeError> {
     let mut rows = Vec::new();
     for ((layer, metric), v) in values {
-        let (mean, sem) = mean_sem(v);
+        let MeanSem { mean, sem } = mean_sem(v)?;
         rows.push(
             MetricRow::new(metric.clone(), mean)
                 .dim("layer", i64::from(*layer))
@@ -183,24 +172,16 @@ pub fn layer_summary(values: &BTreeMap<(i32, String), Vec<f64>>) -> Vec<MetricRo
                 .dim("stat", "n"),
         );
     }
-    rows
+    Ok(rows)
+}
+
+/// Mean and standard error over texts ([`lmgeo_probes::summary::mean_sem`]),
+/// its error (an empty or non-finite sample) as a node error.
+pub fn mean_sem(values: &[f64]) -> Result<MeanSem, NodeError> {
+    lmgeo_probes::summary::mean_sem(values).map_err(NodeError::msg)
 }
 
 /// A probe's error on one matrix, saying which.
 pub fn on_matrix(m: &TextMatrix, e: impl std::fmt::Display) -> NodeError {
     NodeError::msg(format!("text `{}`, layer {}: {e}", m.text_id, m.layer))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mean_and_standard_error() {
-        let (m, s) = mean_sem(&[1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(m, 2.5);
-        // sample variance 5/3, sem = sqrt(5/3 / 4)
-        assert!((s - (5.0f64 / 12.0).sqrt()).abs() < 1e-15);
-        assert_eq!(mean_sem(&[7.0]), (7.0, 0.0));
-    }
 }

@@ -14,6 +14,7 @@ mod npy;
 pub mod plugin;
 pub mod probes;
 pub mod report;
+pub mod verdicts;
 
 pub use metrics_io::read_metrics;
 

@@ -309,64 +309,29 @@ impl Node for Extract {
     fn run(&self, p: &ExtractParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
         let texts = read_texts(&ctx.single_input("texts")?.path)?;
         let loaded = p.model_choice().load(&|m| ctx.progress(0, None, m))?;
-        let tokenization = p.tokenization();
         let info = loaded.model.info().clone();
-        let n_layers = info.n_layers as i32;
-        let final_layer = n_layers + 1;
-        let wanted: Vec<i32> = match &p.layers {
-            crate::common::Layers::List(list) => list.clone(),
-            _ => {
-                let mut all: Vec<i32> = (0..=n_layers).collect();
-                if p.final_norm {
-                    all.push(final_layer);
-                }
-                all
-            }
-        };
-        if let Some(bad) = wanted.iter().find(|l| **l > final_layer) {
-            return Err(NodeError::msg(format!(
-                "`layers` asks for layer {bad}, which does not exist: {} has {n_layers} blocks, so the layers are 0 (embeddings) to {n_layers}, and {final_layer} (the final norm); fix `layers`",
-                p.model
-            )));
-        }
+        let wanted = wanted_layers(&p.model, &p.layers, p.final_norm, info.n_layers as i32)?;
         let metadata = lmgeo_tables::Extraction {
             model: p.model.clone(),
             architecture: info.architecture.clone(),
             device: info.device.clone(),
             n_layers: info.n_layers,
-            final_norm_layer: final_layer,
+            final_norm_layer: info.n_layers as i32 + 1,
             layers: wanted.clone(),
         }
         .to_metadata();
-        let mut tokens_rows: Vec<Record> = Vec::new();
-        let mut sequences: Vec<(usize, Vec<u32>)> = Vec::new();
-        for (index, (id, text, _)) in texts.iter().enumerate() {
-            let full = loaded
-                .tokenizer
-                .encode(text, tokenization.special_tokens)?
-                .len();
-            let ids = tokenize(&loaded, text, &tokenization)?;
-            tokens_rows.push(vec![
-                ("text_id".into(), Cell::Str(id.clone())),
-                (
-                    "tokens".into(),
-                    Cell::Int(ids.as_ref().map_or(0, |v| v.len()) as i64),
-                ),
-                ("tokens_before_truncation".into(), Cell::Int(full as i64)),
-                ("kept".into(), Cell::Bool(ids.is_some())),
-            ]);
-            if let Some(ids) = ids {
-                sequences.push((index, ids));
-            }
-        }
+        let (tokens_rows, sequences) = tokenize_texts(&loaded, &texts, &p.tokenization())?;
         if sequences.is_empty() {
             return Err(NodeError::msg(
                 "no text has enough tokens (see `min_tokens`)",
             ));
         }
-        let request = ForwardRequest {
-            attention: AttentionCapture::None,
-            logits: LogitsCapture::None,
+        let pieces = Pieces {
+            loaded: &loaded,
+            texts: &texts,
+            wanted: &wanted,
+            attention: p.attention,
+            metadata: &metadata,
         };
         let total = sequences.len() as u64;
         let mut done = 0u64;
@@ -376,136 +341,257 @@ impl Node for Extract {
             if ctx.cancelled() {
                 return Err(NodeError::msg("interrupted"));
             }
-            let write_chunk = |emb_path: &Path, att_path: &Path| -> Result<(), NodeError> {
-                let mut emb =
-                    EmbeddingWriter::create(emb_path, info.hidden_size, metadata.clone())?;
-                let mut att = AttentionWriter::create(att_path, metadata.clone())?;
-                for (index, ids) in chunk {
-                    let (text_id, _, _) = &texts[*index];
-                    let mut request = request.clone();
-                    request.attention = match p.attention {
-                        AttentionParam::None => AttentionCapture::None,
-                        AttentionParam::Last => AttentionCapture::Queries(vec![ids.len() - 1]),
-                        AttentionParam::All => AttentionCapture::All,
-                    };
-                    let output = loaded.model.forward(ids, &request)?;
-                    let token_texts: Vec<String> = ids
-                        .iter()
-                        .map(|id| loaded.tokenizer.token_text(*id).unwrap_or_default())
-                        .collect();
-                    for &layer in &wanted {
-                        let matrix = if layer == 0 {
-                            &output.embeddings
-                        } else if layer == final_layer {
-                            match &output.final_norm {
-                                Some(m) => m,
-                                None => continue,
-                            }
-                        } else {
-                            &output.layers[(layer - 1) as usize]
-                        };
-                        emb.push(&MatrixRows {
-                            text_id,
-                            text_index: *index as u32,
-                            layer,
-                            token_ids: ids,
-                            tokens: &token_texts,
-                            data: &matrix.data,
-                        })?;
-                    }
-                    {
-                        for (block, heads) in output.attentions.iter().enumerate() {
-                            for (q, &query) in output.attention_queries.iter().enumerate() {
-                                let keys = ids.len();
-                                let mut weights = Vec::with_capacity(heads.len() * keys);
-                                for head in heads {
-                                    weights.extend_from_slice(head.row(q));
-                                }
-                                att.push(&AttentionRow {
-                                    text_id: text_id.clone(),
-                                    text_index: *index as u32,
-                                    layer: block as i32 + 1,
-                                    query: query as u32,
-                                    heads: heads.len(),
-                                    keys,
-                                    weights,
-                                })?;
-                            }
-                        }
-                    }
-                }
-                emb.finish()?;
-                att.finish()?;
-                Ok(())
-            };
-            let att_name = format!("attention-{chunk_index:05}");
-            let scratch_att = ctx.scratch_dir().join(format!("attention-{chunk_index}"));
-            let emb_path = ctx.chunk(&format!("embeddings-{chunk_index:05}"), |emb_path| {
-                write_chunk(emb_path, &scratch_att)?;
-                // Store the attention piece from the same forward passes.
-                ctx.chunk(&att_name, |att_path| {
-                    std::fs::copy(&scratch_att, att_path)?;
-                    Ok(())
-                })?;
-                Ok(())
-            })?;
-            let att_path = ctx.chunk(&att_name, |att_path| {
-                // Only when an interruption stored the embeddings piece but
-                // not its attention piece: recompute, keep the attention.
-                write_chunk(
-                    &ctx.scratch_dir().join(format!("redo-{chunk_index}")),
-                    att_path,
-                )
-            })?;
+            let (emb_path, att_path) = pieces.store(ctx, chunk_index, chunk)?;
             emb_chunks.push(emb_path);
             att_chunks.push(att_path);
             done += chunk.len() as u64;
             ctx.progress(done, Some(total), "texts");
         }
-        // Concatenate the pieces: the same bytes whether or not the run was
-        // interrupted, since every piece is deterministic.
-        let mut emb = EmbeddingWriter::create(
-            &ctx.output_path("embeddings")?,
-            info.hidden_size,
-            metadata.clone(),
-        )?;
-        let mut rows = 0u64;
-        for piece in &emb_chunks {
-            for m in EmbeddingReader::open(piece)? {
-                let m = m?;
-                rows += m.rows as u64;
+        let rows = concatenate(ctx, &emb_chunks, &att_chunks, info.hidden_size, metadata)?;
+        let mut frame = lmgeo_tables::frame_from_records(&tokens_rows)?;
+        lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("tokens")?)?;
+        ctx.emit_all(extraction_metrics(&info, &sequences, rows));
+        Ok(())
+    }
+}
+
+/// The layers to store: a list as given, or the embeddings and every block
+/// (and the final norm, as layer L + 1, when asked). Errors for a layer
+/// beyond L + 1.
+fn wanted_layers(
+    model: &str,
+    layers: &crate::common::Layers,
+    final_norm: bool,
+    n_layers: i32,
+) -> Result<Vec<i32>, NodeError> {
+    let final_layer = n_layers + 1;
+    let wanted: Vec<i32> = match layers {
+        crate::common::Layers::List(list) => list.clone(),
+        _ => {
+            let mut all: Vec<i32> = (0..=n_layers).collect();
+            if final_norm {
+                all.push(final_layer);
+            }
+            all
+        }
+    };
+    if let Some(bad) = wanted.iter().find(|l| **l > final_layer) {
+        return Err(NodeError::msg(format!(
+            "`layers` asks for layer {bad}, which does not exist: {model} has {n_layers} blocks, so the layers are 0 (embeddings) to {n_layers}, and {final_layer} (the final norm); fix `layers`"
+        )));
+    }
+    Ok(wanted)
+}
+
+/// Token ids of every text long enough, with its index among the texts,
+/// and the `tokens` table's rows (one per text, kept or not).
+fn tokenize_texts(
+    loaded: &LoadedModel,
+    texts: &[(String, String, String)],
+    tokenization: &Tokenization,
+) -> Result<(Vec<Record>, Vec<(usize, Vec<u32>)>), NodeError> {
+    let mut tokens_rows: Vec<Record> = Vec::new();
+    let mut sequences: Vec<(usize, Vec<u32>)> = Vec::new();
+    for (index, (id, text, _)) in texts.iter().enumerate() {
+        let full = loaded
+            .tokenizer
+            .encode(text, tokenization.special_tokens)?
+            .len();
+        let ids = tokenize(loaded, text, tokenization)?;
+        tokens_rows.push(vec![
+            ("text_id".into(), Cell::Str(id.clone())),
+            (
+                "tokens".into(),
+                Cell::Int(ids.as_ref().map_or(0, |v| v.len()) as i64),
+            ),
+            ("tokens_before_truncation".into(), Cell::Int(full as i64)),
+            ("kept".into(), Cell::Bool(ids.is_some())),
+        ]);
+        if let Some(ids) = ids {
+            sequences.push((index, ids));
+        }
+    }
+    Ok((tokens_rows, sequences))
+}
+
+/// The hidden states stored as `layer`: 0 the embeddings, 1..=L the blocks,
+/// L + 1 = `final_layer` the final norm (`None` for a model without one).
+fn layer_matrix(
+    output: &ForwardOutput,
+    layer: i32,
+    final_layer: i32,
+) -> Option<&lmgeo_models::F32Matrix> {
+    if layer == 0 {
+        Some(&output.embeddings)
+    } else if layer == final_layer {
+        output.final_norm.as_ref()
+    } else {
+        Some(&output.layers[(layer - 1) as usize])
+    }
+}
+
+/// What every resumable piece of an extraction shares.
+struct Pieces<'a> {
+    loaded: &'a LoadedModel,
+    texts: &'a [(String, String, String)],
+    wanted: &'a [i32],
+    attention: AttentionParam,
+    metadata: &'a [(String, String)],
+}
+
+impl Pieces<'_> {
+    /// Stores piece `index` (its embeddings and attention, computed from the
+    /// same forward passes) unless the store has it, and returns both paths.
+    fn store(
+        &self,
+        ctx: &RunContext<'_>,
+        index: usize,
+        chunk: &[(usize, Vec<u32>)],
+    ) -> Result<(PathBuf, PathBuf), NodeError> {
+        let att_name = format!("attention-{index:05}");
+        let scratch_att = ctx.scratch_dir().join(format!("attention-{index}"));
+        let emb_path = ctx.chunk(&format!("embeddings-{index:05}"), |emb_path| {
+            self.write(chunk, emb_path, &scratch_att)?;
+            // Store the attention piece from the same forward passes.
+            ctx.chunk(&att_name, |att_path| {
+                std::fs::copy(&scratch_att, att_path)?;
+                Ok(())
+            })?;
+            Ok(())
+        })?;
+        let att_path = ctx.chunk(&att_name, |att_path| {
+            // Only when an interruption stored the embeddings piece but
+            // not its attention piece: recompute, keep the attention.
+            self.write(
+                chunk,
+                &ctx.scratch_dir().join(format!("redo-{index}")),
+                att_path,
+            )
+        })?;
+        Ok((emb_path, att_path))
+    }
+
+    /// Runs the model over the texts of a piece and writes their hidden
+    /// states and attention rows.
+    fn write(
+        &self,
+        chunk: &[(usize, Vec<u32>)],
+        emb_path: &Path,
+        att_path: &Path,
+    ) -> Result<(), NodeError> {
+        let info = self.loaded.model.info();
+        let final_layer = info.n_layers as i32 + 1;
+        let mut emb = EmbeddingWriter::create(emb_path, info.hidden_size, self.metadata.to_vec())?;
+        let mut att = AttentionWriter::create(att_path, self.metadata.to_vec())?;
+        for (index, ids) in chunk {
+            let (text_id, _, _) = &self.texts[*index];
+            let request = ForwardRequest {
+                attention: match self.attention {
+                    AttentionParam::None => AttentionCapture::None,
+                    AttentionParam::Last => AttentionCapture::Queries(vec![ids.len() - 1]),
+                    AttentionParam::All => AttentionCapture::All,
+                },
+                logits: LogitsCapture::None,
+            };
+            let output = self.loaded.model.forward(ids, &request)?;
+            let token_texts: Vec<String> = ids
+                .iter()
+                .map(|id| self.loaded.tokenizer.token_text(*id).unwrap_or_default())
+                .collect();
+            for &layer in self.wanted {
+                let Some(matrix) = layer_matrix(&output, layer, final_layer) else {
+                    continue;
+                };
                 emb.push(&MatrixRows {
-                    text_id: &m.text_id,
-                    text_index: m.text_index,
-                    layer: m.layer,
-                    token_ids: &m.token_ids,
-                    tokens: &m.tokens,
-                    data: &m.data,
+                    text_id,
+                    text_index: *index as u32,
+                    layer,
+                    token_ids: ids,
+                    tokens: &token_texts,
+                    data: &matrix.data,
                 })?;
+            }
+            for (block, heads) in output.attentions.iter().enumerate() {
+                for (q, &query) in output.attention_queries.iter().enumerate() {
+                    let keys = ids.len();
+                    let mut weights = Vec::with_capacity(heads.len() * keys);
+                    for head in heads {
+                        weights.extend_from_slice(head.row(q));
+                    }
+                    att.push(&AttentionRow {
+                        text_id: text_id.clone(),
+                        text_index: *index as u32,
+                        layer: block as i32 + 1,
+                        query: query as u32,
+                        heads: heads.len(),
+                        keys,
+                        weights,
+                    })?;
+                }
             }
         }
         emb.finish()?;
-        let mut att = AttentionWriter::create(&ctx.output_path("attention")?, metadata)?;
-        for piece in &att_chunks {
-            for row in AttentionReader::open(piece)? {
-                att.push(&row?)?;
-            }
-        }
         att.finish()?;
-        let mut frame = lmgeo_tables::frame_from_records(&tokens_rows)?;
-        lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("tokens")?)?;
-        let token_total: usize = sequences.iter().map(|(_, ids)| ids.len()).sum();
-        ctx.emit(MetricRow::new("n_params", info.n_params as f64));
-        ctx.emit(MetricRow::new(
-            "n_params_non_embedding",
-            info.n_params_non_embedding as f64,
-        ));
-        ctx.emit(MetricRow::new("hidden_size", info.hidden_size as f64));
-        ctx.emit(MetricRow::new("n_layers", info.n_layers as f64));
-        ctx.emit(MetricRow::new("n_heads", info.n_heads as f64));
-        ctx.emit(MetricRow::new("texts", sequences.len() as f64));
-        ctx.emit(MetricRow::new("tokens", token_total as f64));
-        ctx.emit(MetricRow::new("rows", rows as f64));
         Ok(())
     }
+}
+
+/// Concatenates the pieces into the `embeddings` and `attention` outputs:
+/// the same bytes whether or not the run was interrupted, since every piece
+/// is deterministic. Returns the number of token rows.
+fn concatenate(
+    ctx: &RunContext<'_>,
+    emb_chunks: &[PathBuf],
+    att_chunks: &[PathBuf],
+    hidden_size: usize,
+    metadata: Vec<(String, String)>,
+) -> Result<u64, NodeError> {
+    let mut emb = EmbeddingWriter::create(
+        &ctx.output_path("embeddings")?,
+        hidden_size,
+        metadata.clone(),
+    )?;
+    let mut rows = 0u64;
+    for piece in emb_chunks {
+        for m in EmbeddingReader::open(piece)? {
+            let m = m?;
+            rows += m.rows as u64;
+            emb.push(&MatrixRows {
+                text_id: &m.text_id,
+                text_index: m.text_index,
+                layer: m.layer,
+                token_ids: &m.token_ids,
+                tokens: &m.tokens,
+                data: &m.data,
+            })?;
+        }
+    }
+    emb.finish()?;
+    let mut att = AttentionWriter::create(&ctx.output_path("attention")?, metadata)?;
+    for piece in att_chunks {
+        for row in AttentionReader::open(piece)? {
+            att.push(&row?)?;
+        }
+    }
+    att.finish()?;
+    Ok(rows)
+}
+
+/// The model's sizes and what was extracted, as metric rows.
+fn extraction_metrics(
+    info: &lmgeo_models::ModelInfo,
+    sequences: &[(usize, Vec<u32>)],
+    rows: u64,
+) -> Vec<MetricRow> {
+    let token_total: usize = sequences.iter().map(|(_, ids)| ids.len()).sum();
+    vec![
+        MetricRow::new("n_params", info.n_params as f64),
+        MetricRow::new("n_params_non_embedding", info.n_params_non_embedding as f64),
+        MetricRow::new("hidden_size", info.hidden_size as f64),
+        MetricRow::new("n_layers", info.n_layers as f64),
+        MetricRow::new("n_heads", info.n_heads as f64),
+        MetricRow::new("texts", sequences.len() as f64),
+        MetricRow::new("tokens", token_total as f64),
+        MetricRow::new("rows", rows as f64),
+    ]
 }

@@ -290,6 +290,44 @@ pub fn center_l2_against_context(
     Ok((centred, z))
 }
 
+/// The trap of the module docs, measured: with every row of `z` (the
+/// context, then the new token as its last row) centred with the mean of
+/// all rows, the new token is minus the sum of the others, so its posterior
+/// variance cannot exceed the ridge objective at that exact combination,
+/// `sigma^2 sum_i (|c_i| / |c_last|)^2` over the context rows `c_i`. Norms
+/// are of the centred rows before any scaling. Errors for fewer than two
+/// rows and for a new token equal to the mean (a zero centred row).
+pub fn centring_trap_bound(z: MatRef<'_, f64>, sigma: f64) -> Result<f64> {
+    checks::data_matrix("context and new token", z)?;
+    checks::positive("sigma", sigma)?;
+    if z.nrows() < 2 {
+        return Err(ProbeError::Degenerate(
+            "the centring bound needs a context of at least one token".into(),
+        ));
+    }
+    let means: Vec<f64> = (0..z.ncols())
+        .map(|j| (0..z.nrows()).map(|i| z[(i, j)]).sum::<f64>() / z.nrows() as f64)
+        .collect();
+    let norm = |i: usize| -> f64 {
+        (0..z.ncols())
+            .map(|j| (z[(i, j)] - means[j]).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let position = z.nrows() - 1;
+    let last = norm(position);
+    if last == 0.0 {
+        return Err(ProbeError::ZeroRow {
+            row: position,
+            after_centring: true,
+        });
+    }
+    checks::finite_output(
+        "centring bound",
+        sigma * sigma * (0..position).map(|i| (norm(i) / last).powi(2)).sum::<f64>(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +336,31 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
     use rand_distr::{Distribution, StandardNormal};
+
+    #[test]
+    fn centring_trap_bound_matches_a_closed_form() {
+        // Rows (0, 0), (2, 0) and (4, 0): mean (2, 0), centred norms 2, 0, 2.
+        // Bound: sigma^2 ((2/2)^2 + (0/2)^2) = sigma^2.
+        let z = mat![[0.0, 0.0], [2.0, 0.0], [4.0, 0.0]];
+        let bound = centring_trap_bound(z.as_ref(), 0.5).unwrap();
+        assert!((bound - 0.25).abs() < 1e-15);
+        // The variance under full centring never exceeds it.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let z = Mat::from_fn(6, 4, |_, _| StandardNormal.sample(&mut rng));
+        let bound = centring_trap_bound(z.as_ref(), 0.1).unwrap();
+        let all = preprocess(z.as_ref(), Preprocess::CenterL2).unwrap();
+        let context = Mat::from_fn(5, 4, |i, j| all[(i, j)]);
+        let new: Vec<f64> = (0..4).map(|j| all[(5, j)]).collect();
+        let report = information_gain(context.as_ref(), &new, 0.1).unwrap();
+        assert!(report.s2_ridge <= bound * (1.0 + 1e-9));
+        let one = mat![[1.0, 2.0]];
+        assert!(centring_trap_bound(one.as_ref(), 0.1).is_err());
+        let flat = mat![[1.0, 2.0], [1.0, 2.0]];
+        assert!(matches!(
+            centring_trap_bound(flat.as_ref(), 0.1),
+            Err(ProbeError::ZeroRow { row: 1, .. })
+        ));
+    }
 
     fn gaussian(n: usize, d: usize, seed: u64) -> Mat<f64> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -29,7 +29,8 @@
 //! * [`gp`] (section 3): [`gp::information_gain`] (GP and ridge routes, their
 //!   relative difference, `IG`), [`gp::ridge_variance_dense`] (the literal
 //!   d x d route), [`gp::gain_curve`] (every token against its prefix,
-//!   incremental Cholesky), [`gp::center_l2_against_context`]. Read the
+//!   incremental Cholesky), [`gp::center_l2_against_context`],
+//!   [`gp::centring_trap_bound`]. Read the
 //!   preprocessing trap in the [`gp`] docs.
 //! * [`lasso`] (section 4): [`lasso::lasso`], [`lasso::lasso_warm_start`],
 //!   [`lasso::lasso_path`], [`lasso::lasso_tokens`] (`X = C^T`),
@@ -61,6 +62,12 @@
 //!   [`intrinsic::renyi_entropy`] (matrix-based Renyi alpha-entropy; alpha
 //!   = 1 is [`entropy`]'s matrix entropy), [`intrinsic::curvature`] (token
 //!   trajectories), [`intrinsic::linearity`] (layer l to l + 1).
+//! * [`divergence`] (section 5), a model's output on a full and on a
+//!   modified context: [`divergence::cosine_distance`] (hidden states),
+//!   [`divergence::log_softmax`], [`divergence::kl_divergence`] and
+//!   [`divergence::argmax`] (next-token distributions).
+//! * [`summary`] (section 1, data-set level): [`summary::mean`],
+//!   [`summary::mean_sem`] (mean and standard error over texts).
 //! * Here: [`matrix_from_rows_f32`], [`matrix_from_rows_f64`] build a matrix
 //!   from row-major data (as hidden states are stored).
 //!
@@ -86,6 +93,7 @@ pub mod attention;
 pub mod bootstrap;
 mod checks;
 pub mod distance;
+pub mod divergence;
 pub mod entropy;
 mod error;
 pub mod gp;
@@ -95,6 +103,7 @@ pub mod lasso;
 pub mod power_law;
 pub mod preprocess;
 pub mod similarity;
+pub mod summary;
 
 pub use error::{ProbeError, Result};
 pub use preprocess::Preprocess;

@@ -2,7 +2,7 @@
 //! input, checked on random matrices.
 
 use faer::Mat;
-use lmgeo_probes::{Preprocess, distance, entropy, gp, lasso, power_law};
+use lmgeo_probes::{Preprocess, distance, divergence, entropy, gp, lasso, power_law, summary};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -224,5 +224,60 @@ proptest! {
         let fro_dense = (&s1 - &s2).norm_l2();
         let fro = distance::frobenius(&a, &b).unwrap();
         prop_assert!((fro - fro_dense).abs() <= 1e-12 * fro_dense.max(1.0), "{fro} vs {fro_dense}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn kl_is_non_negative_and_zero_only_against_itself(
+        p in proptest::collection::vec(-30.0f64..30.0, 1..40),
+        shift in -1e3f64..1e3,
+        seed: u64,
+    ) {
+        let lp = divergence::log_softmax(&p).unwrap();
+        // A distribution is a distribution: probabilities sum to one.
+        prop_assert!((lp.iter().map(|l| l.exp()).sum::<f64>() - 1.0).abs() < 1e-12);
+        // Softmax ignores a common shift of the logits.
+        let shifted: Vec<f64> = p.iter().map(|x| x + shift).collect();
+        let ls = divergence::log_softmax(&shifted).unwrap();
+        prop_assert!(divergence::kl_divergence(&lp, &ls).unwrap() < 1e-9);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let q: Vec<f64> = p.iter().map(|_| StandardNormal.sample(&mut rng)).collect();
+        let lq = divergence::log_softmax(&q).unwrap();
+        prop_assert!(divergence::kl_divergence(&lp, &lq).unwrap() >= 0.0);
+        prop_assert_eq!(divergence::kl_divergence(&lp, &lp).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn cosine_distance_ignores_scale_and_lies_in_zero_two(seed: u64, d in 1usize..40, scale in 1e-3f64..1e3) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let a: Vec<f64> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();
+        let b: Vec<f64> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();
+        let scaled: Vec<f64> = b.iter().map(|x| x * scale).collect();
+        let dist = divergence::cosine_distance(&a, &b).unwrap();
+        prop_assert!((-1e-12..=2.0 + 1e-12).contains(&dist));
+        prop_assert!((divergence::cosine_distance(&a, &scaled).unwrap() - dist).abs() < 1e-12);
+        prop_assert!(close(dist, distance::mean_cosine_distance(&a, &b).unwrap(), 1e-9) || dist.abs() < 1e-12);
+        prop_assert!(divergence::cosine_distance(&a, &a).unwrap().abs() < 1e-12);
+    }
+
+    #[test]
+    fn mean_and_standard_error_shift_and_scale(
+        values in proptest::collection::vec(-1e3f64..1e3, 2..50),
+        shift in -1e3f64..1e3,
+        scale in 0.1f64..10.0,
+    ) {
+        let s = summary::mean_sem(&values).unwrap();
+        let moved: Vec<f64> = values.iter().map(|x| x * scale + shift).collect();
+        let m = summary::mean_sem(&moved).unwrap();
+        prop_assert!((m.mean - (s.mean * scale + shift)).abs() <= 1e-9 * (1.0 + m.mean.abs()));
+        prop_assert!((m.sem - s.sem * scale).abs() <= 1e-9 * (1.0 + m.sem));
+        prop_assert_eq!(s.mean, summary::mean(&values).unwrap());
+        // The standard error of n values is the sample deviation over sqrt(n).
+        let n = values.len() as f64;
+        let var = values.iter().map(|x| (x - s.mean).powi(2)).sum::<f64>() / (n - 1.0);
+        prop_assert!(close(s.sem, (var / n).sqrt(), 1e-12) || s.sem == 0.0);
     }
 }

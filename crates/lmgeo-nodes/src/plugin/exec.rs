@@ -184,16 +184,80 @@ fn stderr_tail(path: &Path) -> String {
 /// to the engine, or fails with an error that names the plugin.
 pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
     let timeout = timeout_of(call)?;
-    // Every path handed over is absolute: a manifest plugin runs in its own
-    // folder, where a relative store path (`cache/...`) means nothing.
-    let work = std::path::absolute(ctx.scratch_dir())?;
-    let out_dir = work.join("out");
-    let tmp_dir = work.join("tmp");
-    let inputs_dir = work.join("inputs");
-    for dir in [&out_dir, &tmp_dir, &inputs_dir] {
-        std::fs::create_dir_all(dir)?;
+    let folders = Folders::create(ctx)?;
+    let input_env = write_request(call, ctx, &folders)?;
+    let stdout_path = folders.work.join("stdout.log");
+    let stderr_path = folders.work.join("stderr.log");
+    let mut command = command(call, ctx, &folders, &input_env, &stdout_path, &stderr_path)?;
+    let mut child = command.spawn().map_err(|e| {
+        NodeError::msg(format!(
+            "{} cannot start `{}`: {e}",
+            call.label,
+            call.program.display()
+        ))
+    })?;
+    let status = wait(call, ctx, &mut child, timeout, &stderr_path)?;
+    // Whatever the plugin left running in its group goes too: it would write
+    // into a folder that is about to be removed.
+    kill_group(&mut child);
+    if !status.success() {
+        return Err(NodeError::msg(format!(
+            "{} {}; {}",
+            call.label,
+            describe_exit(status),
+            stderr_tail(&stderr_path)
+        )));
+    }
+    if let Ok(stderr) = std::fs::read_to_string(&stderr_path)
+        && !stderr.trim().is_empty()
+    {
+        tracing::debug!(node = ctx.node_id(), "{} stderr:\n{stderr}", call.label);
     }
 
+    collect(call, ctx, &folders.out, &stderr_path)
+}
+
+/// The folders of one plugin run, under the node's scratch folder. Every
+/// path handed over is absolute: a manifest plugin runs in its own folder,
+/// where a relative store path (`cache/...`) means nothing.
+struct Folders {
+    /// The request and the logs.
+    work: PathBuf,
+    /// Where the plugin writes its outputs.
+    out: PathBuf,
+    /// The plugin's own scratch space.
+    tmp: PathBuf,
+    /// Upstream metrics converted to Parquet.
+    inputs: PathBuf,
+}
+
+impl Folders {
+    fn create(ctx: &RunContext<'_>) -> Result<Self, NodeError> {
+        let work = std::path::absolute(ctx.scratch_dir())?;
+        let folders = Folders {
+            out: work.join("out"),
+            tmp: work.join("tmp"),
+            inputs: work.join("inputs"),
+            work,
+        };
+        for dir in [&folders.out, &folders.tmp, &folders.inputs] {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(folders)
+    }
+
+    fn request(&self) -> PathBuf {
+        self.work.join("request.json")
+    }
+}
+
+/// Writes `request.json` (the protocol's request: inputs, outputs,
+/// parameters, folders) and returns the `LMGEO_INPUT_*` variables.
+fn write_request(
+    call: &Call,
+    ctx: &RunContext<'_>,
+    folders: &Folders,
+) -> Result<Vec<(String, String)>, NodeError> {
     let mut inputs = serde_json::Map::new();
     let mut input_env: Vec<(String, String)> = Vec::new();
     for port in &call.ports {
@@ -201,7 +265,7 @@ pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError
         let mut paths = Vec::new();
         for (i, artifact) in ctx.input(port).iter().enumerate() {
             let path = if artifact.output == METRICS_OUTPUT {
-                let converted = inputs_dir.join(format!("{port}-{i}-metrics.parquet"));
+                let converted = folders.inputs.join(format!("{port}-{i}-metrics.parquet"));
                 metrics_as_parquet(artifact, &converted).map_err(|e| {
                     e.context(format!("preparing input `{port}` for {}", call.label))
                 })?;
@@ -226,7 +290,7 @@ pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError
         .outputs
         .iter()
         .map(|o| {
-            let path = out_dir.join(format!("{}.parquet", o.name));
+            let path = folders.out.join(format!("{}.parquet", o.name));
             (o.name.clone(), json!(path))
         })
         .collect();
@@ -238,17 +302,28 @@ pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError
         "params": call.params,
         "inputs": inputs,
         "outputs": outputs,
-        "output_dir": out_dir,
-        "scratch": tmp_dir,
+        "output_dir": folders.out,
+        "scratch": folders.tmp,
     });
-    let request_path = work.join("request.json");
     std::fs::write(
-        &request_path,
+        folders.request(),
         serde_json::to_vec_pretty(&request).map_err(|e| NodeError::msg(e.to_string()))?,
     )?;
+    Ok(input_env)
+}
 
-    let stdout_path = work.join("stdout.log");
-    let stderr_path = work.join("stderr.log");
+/// The plugin's command: the request on stdin, logs to files, the
+/// `LMGEO_*` variables, its own process group, and (on Linux) death with
+/// lmgeo.
+fn command(
+    call: &Call,
+    ctx: &RunContext<'_>,
+    folders: &Folders,
+    input_env: &[(String, String)],
+    stdout_path: &Path,
+    stderr_path: &Path,
+) -> Result<Command, NodeError> {
+    let request_path = folders.request();
     let mut command = Command::new(&call.program);
     command
         .args(&call.args)
@@ -257,11 +332,11 @@ pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError
         .stdin(Stdio::from(File::open(&request_path)?))
         // Files too: nothing to drain while we wait, and a plugin's
         // leftover children cannot hold lmgeo up by keeping a pipe open.
-        .stdout(Stdio::from(File::create(&stdout_path)?))
-        .stderr(Stdio::from(File::create(&stderr_path)?))
+        .stdout(Stdio::from(File::create(stdout_path)?))
+        .stderr(Stdio::from(File::create(stderr_path)?))
         .env("LMGEO_REQUEST", &request_path)
-        .env("LMGEO_OUTPUT_DIR", &out_dir)
-        .env("LMGEO_SCRATCH", &tmp_dir)
+        .env("LMGEO_OUTPUT_DIR", &folders.out)
+        .env("LMGEO_SCRATCH", &folders.tmp)
         .env("LMGEO_NODE", ctx.node_id())
         // Python would otherwise write __pycache__ next to the plugin's
         // modules, changing a folder listed in `files` and so its key.
@@ -274,13 +349,13 @@ pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError
             command.env(env_name("LMGEO_PARAM_", name), env_value(value));
         }
     }
-    for (name, value) in &input_env {
+    for (name, value) in input_env {
         command.env(name, value);
     }
     for output in &call.outputs {
         command.env(
             env_name("LMGEO_OUTPUT_", &output.name),
-            out_dir.join(format!("{}.parquet", output.name)),
+            folders.out.join(format!("{}.parquet", output.name)),
         );
     }
     #[cfg(unix)]
@@ -308,22 +383,26 @@ pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError
             });
         }
     }
-    let mut child = command.spawn().map_err(|e| {
-        NodeError::msg(format!(
-            "{} cannot start `{}`: {e}",
-            call.label,
-            call.program.display()
-        ))
-    })?;
+    Ok(command)
+}
 
+/// Waits for the plugin with a growing pause (2 to 50 ms); kills its group
+/// when the run is interrupted or the timeout passes.
+fn wait(
+    call: &Call,
+    ctx: &RunContext<'_>,
+    child: &mut Child,
+    timeout: Duration,
+    stderr_path: &Path,
+) -> Result<ExitStatus, NodeError> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(2);
-    let status = loop {
+    loop {
         match child.try_wait() {
-            Ok(Some(status)) => break status,
+            Ok(Some(status)) => return Ok(status),
             Ok(None) => {}
             Err(e) => {
-                kill_group(&mut child);
+                kill_group(child);
                 let _ = child.wait();
                 return Err(NodeError::msg(format!(
                     "{} could not be waited for: {e}",
@@ -332,7 +411,7 @@ pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError
             }
         }
         if ctx.cancelled() {
-            kill_group(&mut child);
+            kill_group(child);
             let _ = child.wait();
             return Err(NodeError::msg(format!(
                 "{} was stopped: the run was interrupted",
@@ -341,36 +420,18 @@ pub(crate) fn run(call: &Call, ctx: &mut RunContext<'_>) -> Result<(), NodeError
         }
         let elapsed = started.elapsed();
         if elapsed >= timeout {
-            kill_group(&mut child);
+            kill_group(child);
             let _ = child.wait();
             return Err(NodeError::msg(format!(
                 "{} timed out after {} and was killed with its process group; {}\n  help: raise `timeout` (seconds) in the plugin's declaration, or LMGEO_PLUGIN_TIMEOUT for plugins that declare none",
                 call.label,
                 seconds(timeout),
-                stderr_tail(&stderr_path)
+                stderr_tail(stderr_path)
             )));
         }
         std::thread::sleep(pause.min(timeout - elapsed));
         pause = (pause * 2).min(Duration::from_millis(50));
-    };
-    // Whatever the plugin left running in its group goes too: it would write
-    // into a folder that is about to be removed.
-    kill_group(&mut child);
-    if !status.success() {
-        return Err(NodeError::msg(format!(
-            "{} {}; {}",
-            call.label,
-            describe_exit(status),
-            stderr_tail(&stderr_path)
-        )));
     }
-    if let Ok(stderr) = std::fs::read_to_string(&stderr_path)
-        && !stderr.trim().is_empty()
-    {
-        tracing::debug!(node = ctx.node_id(), "{} stderr:\n{stderr}", call.label);
-    }
-
-    collect(call, ctx, &out_dir, &stderr_path)
 }
 
 fn seconds(d: Duration) -> String {

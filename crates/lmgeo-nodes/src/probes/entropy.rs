@@ -109,7 +109,7 @@ impl Node for Entropy {
         }
         let mut frame = lmgeo_tables::frame_from_records(&records)?;
         lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("per_text")?)?;
-        ctx.emit_all(layer_summary(&by_layer));
+        ctx.emit_all(layer_summary(&by_layer)?);
         Ok(())
     }
 }

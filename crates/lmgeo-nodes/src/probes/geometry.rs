@@ -112,7 +112,7 @@ impl Node for Geometry {
         let (records, by_layer, stacked, pooled) = per_text(p, &table, layers)?;
         let mut frame = lmgeo_tables::frame_from_records(&records)?;
         lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("per_text")?)?;
-        ctx.emit_all(layer_summary(&by_layer));
+        ctx.emit_all(layer_summary(&by_layer)?);
 
         let order: Vec<usize> = (0..pooled.text_ids.len()).collect();
         let mut rows: Vec<Record> = Vec::new();

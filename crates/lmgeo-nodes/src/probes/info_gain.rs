@@ -8,12 +8,15 @@ use faer::Mat;
 use lmgeo_dag::{
     InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext,
 };
-use lmgeo_probes::gp::{center_l2_against_context, gain_curve, information_gain};
+use lmgeo_probes::gp::{
+    center_l2_against_context, centring_trap_bound, gain_curve, information_gain,
+};
 use lmgeo_probes::preprocess::{Preprocess, preprocess};
 use lmgeo_tables::{Cell, Record, TextMatrix};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Layers, layer_summary, map_matrices, on_matrix};
+use crate::common::{Layers, MeanSem, layer_summary, map_matrices, mean_sem, on_matrix};
+use crate::verdicts;
 
 fn default_sigma() -> f64 {
     lmgeo_probes::gp::DEFAULT_SIGMA
@@ -174,22 +177,8 @@ impl Node for InfoGain {
                 }
                 GainPreprocess::CenterL2 => {
                     let all = rows_of(m, 0..position + 1);
-                    let means: Vec<f64> = (0..all.ncols())
-                        .map(|j| {
-                            (0..all.nrows()).map(|i| all[(i, j)]).sum::<f64>() / all.nrows() as f64
-                        })
-                        .collect();
-                    let norm = |i: usize| -> f64 {
-                        (0..all.ncols())
-                            .map(|j| (all[(i, j)] - means[j]).powi(2))
-                            .sum::<f64>()
-                            .sqrt()
-                    };
-                    let last = norm(position);
                     trap_bound = Some(
-                        p.sigma
-                            * p.sigma
-                            * (0..position).map(|i| (norm(i) / last).powi(2)).sum::<f64>(),
+                        centring_trap_bound(all.as_ref(), p.sigma).map_err(|e| on_matrix(m, e))?,
                     );
                     let all = preprocess(all.as_ref(), Preprocess::CenterL2)
                         .map_err(|e| on_matrix(m, e))?;
@@ -262,7 +251,7 @@ impl Node for InfoGain {
                     .entry((r.layer, "centring_bound".into()))
                     .or_default()
                     .push(bound);
-                let within = r.s2_ridge <= bound * (1.0 + 1e-9);
+                let within = verdicts::within_centring_bound(r.s2_ridge, bound);
                 by_layer
                     .entry((r.layer, "within_centring_bound".into()))
                     .or_default()
@@ -297,7 +286,7 @@ impl Node for InfoGain {
             lmgeo_tables::frame_from_records(&curve_rows)?
         };
         lmgeo_tables::write_parquet(&mut curve_frame, &ctx.output_path("curve")?)?;
-        ctx.emit_all(layer_summary(&by_layer));
+        ctx.emit_all(layer_summary(&by_layer)?);
         for (&layer, &worst) in &worst_difference {
             ctx.emit(
                 MetricRow::new("gp_ridge_relative_difference", worst)
@@ -306,7 +295,7 @@ impl Node for InfoGain {
             );
         }
         for (&(layer, position), gains) in &curve_by_position {
-            let (mean, sem) = crate::common::mean_sem(gains);
+            let MeanSem { mean, sem } = mean_sem(gains)?;
             ctx.emit(
                 MetricRow::new("information_gain_curve", mean)
                     .dim("layer", i64::from(layer))
@@ -326,7 +315,7 @@ impl Node for InfoGain {
             &by_layer,
             &worst_difference,
             &curve_by_position,
-        );
+        )?;
         crate::report::write_section(ctx, &section)?;
         Ok(())
     }
@@ -338,15 +327,15 @@ fn gain_section(
     by_layer: &BTreeMap<(i32, String), Vec<f64>>,
     worst: &BTreeMap<i32, f64>,
     curve: &BTreeMap<(i32, usize), Vec<f64>>,
-) -> lmgeo_report::Section {
-    use lmgeo_report::{LinePlot, NamedFigure, Section, Series, Table, Verdict};
+) -> Result<lmgeo_report::Section, NodeError> {
+    use lmgeo_report::{LinePlot, NamedFigure, Section, Series, Table};
     let worst_all = worst.values().copied().fold(0.0, f64::max);
     let deepest = worst.keys().max().copied().unwrap_or(0);
     let curve_points: Vec<(f64, f64)> = curve
         .iter()
         .filter(|((l, _), _)| *l == deepest)
-        .map(|((_, t), v)| (*t as f64, crate::common::mean_sem(v).0))
-        .collect();
+        .map(|((_, t), v)| Ok((*t as f64, mean_sem(v)?.mean)))
+        .collect::<Result<_, NodeError>>()?;
     let trend = if curve_points.len() >= 3 {
         let xs: Vec<f64> = curve_points.iter().map(|p| p.0).collect();
         let ys: Vec<f64> = curve_points.iter().map(|p| p.1).collect();
@@ -354,15 +343,7 @@ fn gain_section(
     } else {
         None
     };
-    let verdict = if worst.is_empty() {
-        Verdict::Inconclusive
-    } else if worst_all < 1e-6 {
-        Verdict::Supported
-    } else if worst_all < 1e-3 {
-        Verdict::Partly
-    } else {
-        Verdict::NotSupported
-    };
+    let verdict = verdicts::gp_ridge((!worst.is_empty()).then_some(worst_all));
     let mut evidence = format!(
         "Posterior variance by the GP kernel formula and by the ridge optimum agree to a relative difference of at most {worst_all:.1e} over every text and layer (sigma = {}).",
         p.sigma
@@ -370,23 +351,17 @@ fn gain_section(
     if let Some(rho) = trend {
         evidence.push_str(&format!(
             " At layer {deepest}, the mean gain of a token against its prefix has Spearman correlation {rho:.2} with its position ({}).",
-            if rho < -0.3 {
-                "it falls as the context grows"
-            } else if rho > 0.3 {
-                "it rises with the position"
-            } else {
-                "no clear trend"
-            }
+            verdicts::gain_trend(rho)
         ));
     }
     let gains: Vec<(f64, f64, f64, f64)> = by_layer
         .iter()
         .filter(|((_, m), _)| m == "information_gain")
         .map(|((l, _), v)| {
-            let (mean, sem) = crate::common::mean_sem(v);
-            (f64::from(*l), mean, mean - sem, mean + sem)
+            let MeanSem { mean, sem } = mean_sem(v)?;
+            Ok((f64::from(*l), mean, mean - sem, mean + sem))
         })
-        .collect();
+        .collect::<Result<_, NodeError>>()?;
     if p.preprocess == GainPreprocess::CenterL2 {
         return centring_trap_section(p, by_layer);
     }
@@ -438,7 +413,7 @@ fn gain_section(
             },
         ));
     }
-    section
+    Ok(section)
 }
 
 /// With full-sequence centring the last token is minus the sum of the
@@ -448,12 +423,13 @@ fn gain_section(
 fn centring_trap_section(
     p: &InfoGainParams,
     by_layer: &BTreeMap<(i32, String), Vec<f64>>,
-) -> lmgeo_report::Section {
-    use lmgeo_report::{Section, Table, Verdict};
-    let stat = |layer: i32, metric: &str| {
-        by_layer
-            .get(&(layer, metric.to_string()))
-            .map(|v| crate::common::mean_sem(v).0)
+) -> Result<lmgeo_report::Section, NodeError> {
+    use lmgeo_report::{Section, Table};
+    let stat = |layer: i32, metric: &str| -> Result<f64, NodeError> {
+        match by_layer.get(&(layer, metric.to_string())) {
+            Some(v) => Ok(mean_sem(v)?.mean),
+            None => Ok(f64::NAN),
+        }
     };
     let layers: Vec<i32> = by_layer
         .keys()
@@ -466,14 +442,18 @@ fn centring_trap_section(
         .flat_map(|(_, v)| v.iter().copied())
         .collect();
     let held = within.iter().filter(|w| **w == 1.0).count();
-    let verdict = if within.is_empty() {
-        Verdict::Inconclusive
-    } else if held == within.len() {
-        Verdict::Supported
-    } else {
-        Verdict::NotSupported
-    };
-    Section::new(
+    let verdict = verdicts::centring_trap(held, within.len());
+    let rows = layers
+        .iter()
+        .map(|l| {
+            Ok(vec![
+                l.to_string(),
+                format!("{:.3e}", stat(*l, "posterior_variance")?),
+                format!("{:.3e}", stat(*l, "centring_bound")?),
+            ])
+        })
+        .collect::<Result<_, NodeError>>()?;
+    Ok(Section::new(
         "The centring trap: full-sequence centring makes the gain an artefact",
         "Centring the hidden states with the mean of all tokens puts the last token in the span of its context, so its posterior variance is bounded by sigma^2 times a sum of norm ratios: an artefact of sigma, not information (method.md §3; why lmgeo centres with the context's own mean or not at all).",
         verdict,
@@ -485,17 +465,8 @@ fn centring_trap_section(
     )
     .table(Table {
         columns: vec!["layer".into(), "mean posterior variance".into(), "mean bound".into()],
-        rows: layers
-            .iter()
-            .map(|l| {
-                vec![
-                    l.to_string(),
-                    format!("{:.3e}", stat(*l, "posterior_variance").unwrap_or(f64::NAN)),
-                    format!("{:.3e}", stat(*l, "centring_bound").unwrap_or(f64::NAN)),
-                ]
-            })
-            .collect(),
-    })
+        rows,
+    }))
 }
 
 #[cfg(test)]

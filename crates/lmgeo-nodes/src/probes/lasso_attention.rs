@@ -2,6 +2,7 @@
 //! token pick, against the tokens attention weights most (method.md §4)?
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use faer::Mat;
 use lmgeo_dag::{
@@ -13,7 +14,10 @@ use lmgeo_probes::preprocess::{Preprocess, preprocess};
 use lmgeo_tables::{AttentionReader, AttentionRow, Cell, Record};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Layers, map_matrices, mean_sem, on_matrix};
+use lmgeo_probes::summary::mean;
+
+use crate::common::{Layers, MeanSem, map_matrices, mean_sem, on_matrix};
+use crate::verdicts;
 
 fn default_alpha() -> f64 {
     lmgeo_probes::lasso::DEFAULT_ALPHA
@@ -144,103 +148,200 @@ impl Node for LassoAttention {
 
     fn run(&self, p: &LassoAttentionParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
         let table = ctx.single_input("embeddings")?.path.clone();
-        let attention_path = ctx.single_input("attention")?.path.clone();
-        // The attention of the last query is small: one row per head per
-        // (text, layer). Index it by (text, block).
-        let mut attention: HashMap<(String, i32), AttentionRow> = HashMap::new();
-        for row in AttentionReader::open(&attention_path)? {
-            let row = row?;
-            attention.insert((row.text_id.clone(), row.layer), row);
-        }
-        let layers = p.layers.resolve("layers", &table)?;
-        let options = LassoOptions {
-            alpha: p.alpha,
-            tol: p.tol,
-            max_iter: p.max_iter,
-            ..LassoOptions::default()
-        };
-        let aggregation = match p.heads {
-            HeadAggregationParam::Mean => HeadAggregation::Mean,
-            HeadAggregationParam::Max => HeadAggregation::Max,
-        };
-        let results = map_matrices(&table, layers, |m| {
-            if m.layer == 0 && p.attention_offset == 0 {
-                return Ok(None);
-            }
-            let block = m.layer + p.attention_offset;
-            let Some(att) = attention.get(&(m.text_id.clone(), block)) else {
-                return Ok(None);
-            };
-            let query = att.query as usize;
-            if query == 0 || query >= m.rows {
-                return Err(on_matrix(
-                    m,
-                    format!(
-                        "attention query {query} has no context among {} tokens",
-                        m.rows
-                    ),
-                ));
-            }
-            // Attention over the earlier keys only: the query's weight on
-            // itself is not a context token.
-            let per_head = Mat::from_fn(att.heads, query, |h, j| f64::from(att.head(h)[j]));
-            let weights =
-                aggregate_heads(per_head.as_ref(), aggregation).map_err(|e| on_matrix(m, e))?;
-            let rows = Mat::from_fn(query + 1, m.cols, |i, j| f64::from(m.row(i)[j]));
-            let rows = match p.preprocess {
-                RowPreprocess::L2 => {
-                    preprocess(rows.as_ref(), Preprocess::L2).map_err(|e| on_matrix(m, e))?
-                }
-                RowPreprocess::None => rows,
-            };
-            let context = Mat::from_fn(query, m.cols, |i, j| rows[(i, j)]);
-            let new: Vec<f64> = (0..m.cols).map(|j| rows[(query, j)]).collect();
-            let fit =
-                lasso_tokens(context.as_ref(), &new, &options).map_err(|e| on_matrix(m, e))?;
-            let k_max = p.k_max.min(query);
-            let comparison = compare(&weights, &fit.coef, context.as_ref(), &new, k_max)
-                .map_err(|e| on_matrix(m, e))?;
-            Ok(Some(TextResult {
-                text_id: m.text_id.clone(),
-                layer: m.layer,
-                query,
-                tokens: m.tokens[..query].to_vec(),
-                attention: weights,
-                coef: fit.coef,
-                comparison,
-                iterations: fit.iterations,
-                converged: fit.converged,
-            }))
-        })?;
-        let results: Vec<TextResult> = results.into_iter().flatten().collect();
+        let attention = read_attention(&ctx.single_input("attention")?.path)?;
+        let results = measure(p, &table, &attention)?;
         if results.is_empty() {
             return Err(NodeError::msg(
                 "no (text, layer) had both hidden states and attention; extract attention with attention = \"last\"",
             ));
         }
-        let mut per_k: Vec<Record> = Vec::new();
-        let mut per_text: Vec<Record> = Vec::new();
-        let mut selections: Vec<Record> = Vec::new();
-        let mut token_weights: Vec<Record> = Vec::new();
-        let mut by_layer_k: BTreeMap<(i32, usize, &str), Vec<f64>> = BTreeMap::new();
-        let mut by_layer: BTreeMap<(i32, &str), Vec<f64>> = BTreeMap::new();
-        for r in &results {
-            for c in &r.comparison.top_k {
-                let lasso_better = c.lasso_residual < c.attention_residual;
-                per_k.push(vec![
+        let groups = Groups::of(&results);
+        for (name, records) in tables(&results) {
+            let mut frame = lmgeo_tables::frame_from_records(&records)?;
+            lmgeo_tables::write_parquet(&mut frame, &ctx.output_path(name)?)?;
+        }
+        let section = lasso_section(ctx.node_id(), &groups.by_layer_k, &results)?;
+        crate::report::write_section(ctx, &section)?;
+        ctx.emit_all(groups.metrics()?);
+        Ok(())
+    }
+}
+
+/// The attention of the last query, indexed by (text, block). It is small:
+/// one row per head per (text, layer).
+fn read_attention(path: &Path) -> Result<HashMap<(String, i32), AttentionRow>, NodeError> {
+    let mut attention = HashMap::new();
+    for row in AttentionReader::open(path)? {
+        let row = row?;
+        attention.insert((row.text_id.clone(), row.layer), row);
+    }
+    Ok(attention)
+}
+
+/// The Lasso fit and its comparison with attention for every (text, layer)
+/// of the table that has attention.
+fn measure(
+    p: &LassoAttentionParams,
+    table: &Path,
+    attention: &HashMap<(String, i32), AttentionRow>,
+) -> Result<Vec<TextResult>, NodeError> {
+    let layers = p.layers.resolve("layers", table)?;
+    let options = LassoOptions {
+        alpha: p.alpha,
+        tol: p.tol,
+        max_iter: p.max_iter,
+        ..LassoOptions::default()
+    };
+    let aggregation = match p.heads {
+        HeadAggregationParam::Mean => HeadAggregation::Mean,
+        HeadAggregationParam::Max => HeadAggregation::Max,
+    };
+    let results = map_matrices(table, layers, |m| {
+        if m.layer == 0 && p.attention_offset == 0 {
+            return Ok(None);
+        }
+        let block = m.layer + p.attention_offset;
+        let Some(att) = attention.get(&(m.text_id.clone(), block)) else {
+            return Ok(None);
+        };
+        let query = att.query as usize;
+        if query == 0 || query >= m.rows {
+            return Err(on_matrix(
+                m,
+                format!(
+                    "attention query {query} has no context among {} tokens",
+                    m.rows
+                ),
+            ));
+        }
+        // Attention over the earlier keys only: the query's weight on
+        // itself is not a context token.
+        let per_head = Mat::from_fn(att.heads, query, |h, j| f64::from(att.head(h)[j]));
+        let weights =
+            aggregate_heads(per_head.as_ref(), aggregation).map_err(|e| on_matrix(m, e))?;
+        let rows = Mat::from_fn(query + 1, m.cols, |i, j| f64::from(m.row(i)[j]));
+        let rows = match p.preprocess {
+            RowPreprocess::L2 => {
+                preprocess(rows.as_ref(), Preprocess::L2).map_err(|e| on_matrix(m, e))?
+            }
+            RowPreprocess::None => rows,
+        };
+        let context = Mat::from_fn(query, m.cols, |i, j| rows[(i, j)]);
+        let new: Vec<f64> = (0..m.cols).map(|j| rows[(query, j)]).collect();
+        let fit = lasso_tokens(context.as_ref(), &new, &options).map_err(|e| on_matrix(m, e))?;
+        let k_max = p.k_max.min(query);
+        let comparison = compare(&weights, &fit.coef, context.as_ref(), &new, k_max)
+            .map_err(|e| on_matrix(m, e))?;
+        Ok(Some(TextResult {
+            text_id: m.text_id.clone(),
+            layer: m.layer,
+            query,
+            tokens: m.tokens[..query].to_vec(),
+            attention: weights,
+            coef: fit.coef,
+            comparison,
+            iterations: fit.iterations,
+            converged: fit.converged,
+        }))
+    })?;
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// The four published tables, by output name: `per_k`, `per_text`,
+/// `selections` and `token_weights`.
+fn tables(results: &[TextResult]) -> [(&'static str, Vec<Record>); 4] {
+    let mut per_k: Vec<Record> = Vec::new();
+    let mut per_text: Vec<Record> = Vec::new();
+    let mut selections: Vec<Record> = Vec::new();
+    let mut token_weights: Vec<Record> = Vec::new();
+    for r in results {
+        for c in &r.comparison.top_k {
+            per_k.push(vec![
+                ("text_id".into(), Cell::Str(r.text_id.clone())),
+                ("layer".into(), Cell::Int(i64::from(r.layer))),
+                ("k".into(), Cell::Int(c.k as i64)),
+                ("overlap".into(), Cell::Int(c.overlap as i64)),
+                ("jaccard".into(), Cell::Float(c.jaccard)),
+                ("precision".into(), Cell::Float(c.precision)),
+                ("lasso_residual".into(), Cell::Float(c.lasso_residual)),
+                (
+                    "attention_residual".into(),
+                    Cell::Float(c.attention_residual),
+                ),
+                (
+                    "lasso_better".into(),
+                    Cell::Bool(c.lasso_residual < c.attention_residual),
+                ),
+            ]);
+        }
+        per_text.push(vec![
+            ("text_id".into(), Cell::Str(r.text_id.clone())),
+            ("layer".into(), Cell::Int(i64::from(r.layer))),
+            ("query".into(), Cell::Int(r.query as i64)),
+            ("spearman".into(), r.comparison.spearman.into()),
+            ("kendall_tau_b".into(), r.comparison.kendall_tau_b.into()),
+            (
+                "lasso_nonzero".into(),
+                Cell::Int(r.comparison.lasso_nonzero as i64),
+            ),
+            ("lasso_iterations".into(), Cell::Int(r.iterations as i64)),
+            ("lasso_converged".into(), Cell::Bool(r.converged)),
+        ]);
+        let lasso_order = &r.comparison.lasso_order;
+        let mut attention_order: Vec<usize> = (0..r.attention.len()).collect();
+        attention_order.sort_by(|&a, &b| r.attention[b].total_cmp(&r.attention[a]));
+        for (method, order, scores) in [
+            (
+                "lasso",
+                lasso_order,
+                r.coef.iter().map(|c| c.abs()).collect::<Vec<_>>(),
+            ),
+            ("attention", &attention_order, r.attention.clone()),
+        ] {
+            for (rank, &position) in order.iter().enumerate() {
+                selections.push(vec![
                     ("text_id".into(), Cell::Str(r.text_id.clone())),
                     ("layer".into(), Cell::Int(i64::from(r.layer))),
-                    ("k".into(), Cell::Int(c.k as i64)),
-                    ("overlap".into(), Cell::Int(c.overlap as i64)),
-                    ("jaccard".into(), Cell::Float(c.jaccard)),
-                    ("precision".into(), Cell::Float(c.precision)),
-                    ("lasso_residual".into(), Cell::Float(c.lasso_residual)),
-                    (
-                        "attention_residual".into(),
-                        Cell::Float(c.attention_residual),
-                    ),
-                    ("lasso_better".into(), Cell::Bool(lasso_better)),
+                    ("method".into(), Cell::Str(method.into())),
+                    ("rank".into(), Cell::Int(rank as i64 + 1)),
+                    ("position".into(), Cell::Int(position as i64)),
+                    ("score".into(), Cell::Float(scores[position])),
                 ]);
+            }
+        }
+        for position in 0..r.query {
+            token_weights.push(vec![
+                ("text_id".into(), Cell::Str(r.text_id.clone())),
+                ("layer".into(), Cell::Int(i64::from(r.layer))),
+                ("position".into(), Cell::Int(position as i64)),
+                ("token".into(), Cell::Str(r.tokens[position].clone())),
+                ("lasso_abs_coef".into(), Cell::Float(r.coef[position].abs())),
+                ("attention".into(), Cell::Float(r.attention[position])),
+            ]);
+        }
+    }
+    [
+        ("per_k", per_k),
+        ("per_text", per_text),
+        ("selections", selections),
+        ("token_weights", token_weights),
+    ]
+}
+
+/// The comparisons over texts: per (layer, k, quantity) and per (layer,
+/// quantity).
+struct Groups {
+    by_layer_k: BTreeMap<(i32, usize, &'static str), Vec<f64>>,
+    by_layer: BTreeMap<(i32, &'static str), Vec<f64>>,
+}
+
+impl Groups {
+    fn of(results: &[TextResult]) -> Self {
+        let mut by_layer_k: BTreeMap<(i32, usize, &str), Vec<f64>> = BTreeMap::new();
+        let mut by_layer: BTreeMap<(i32, &str), Vec<f64>> = BTreeMap::new();
+        for r in results {
+            for c in &r.comparison.top_k {
+                let lasso_better = c.lasso_residual < c.attention_residual;
                 for (name, value) in [
                     ("jaccard", c.jaccard),
                     ("precision", c.precision),
@@ -254,19 +355,6 @@ impl Node for LassoAttention {
                         .push(value);
                 }
             }
-            per_text.push(vec![
-                ("text_id".into(), Cell::Str(r.text_id.clone())),
-                ("layer".into(), Cell::Int(i64::from(r.layer))),
-                ("query".into(), Cell::Int(r.query as i64)),
-                ("spearman".into(), r.comparison.spearman.into()),
-                ("kendall_tau_b".into(), r.comparison.kendall_tau_b.into()),
-                (
-                    "lasso_nonzero".into(),
-                    Cell::Int(r.comparison.lasso_nonzero as i64),
-                ),
-                ("lasso_iterations".into(), Cell::Int(r.iterations as i64)),
-                ("lasso_converged".into(), Cell::Bool(r.converged)),
-            ]);
             if let Some(s) = r.comparison.spearman {
                 by_layer.entry((r.layer, "spearman")).or_default().push(s);
             }
@@ -280,84 +368,50 @@ impl Node for LassoAttention {
                 .entry((r.layer, "lasso_nonzero"))
                 .or_default()
                 .push(r.comparison.lasso_nonzero as f64);
-            let lasso_order = &r.comparison.lasso_order;
-            let mut attention_order: Vec<usize> = (0..r.attention.len()).collect();
-            attention_order.sort_by(|&a, &b| r.attention[b].total_cmp(&r.attention[a]));
-            for (method, order, scores) in [
-                (
-                    "lasso",
-                    lasso_order,
-                    r.coef.iter().map(|c| c.abs()).collect::<Vec<_>>(),
-                ),
-                ("attention", &attention_order, r.attention.clone()),
-            ] {
-                for (rank, &position) in order.iter().enumerate() {
-                    selections.push(vec![
-                        ("text_id".into(), Cell::Str(r.text_id.clone())),
-                        ("layer".into(), Cell::Int(i64::from(r.layer))),
-                        ("method".into(), Cell::Str(method.into())),
-                        ("rank".into(), Cell::Int(rank as i64 + 1)),
-                        ("position".into(), Cell::Int(position as i64)),
-                        ("score".into(), Cell::Float(scores[position])),
-                    ]);
-                }
-            }
-            for position in 0..r.query {
-                token_weights.push(vec![
-                    ("text_id".into(), Cell::Str(r.text_id.clone())),
-                    ("layer".into(), Cell::Int(i64::from(r.layer))),
-                    ("position".into(), Cell::Int(position as i64)),
-                    ("token".into(), Cell::Str(r.tokens[position].clone())),
-                    ("lasso_abs_coef".into(), Cell::Float(r.coef[position].abs())),
-                    ("attention".into(), Cell::Float(r.attention[position])),
-                ]);
-            }
         }
-        for (name, records) in [
-            ("per_k", &per_k),
-            ("per_text", &per_text),
-            ("selections", &selections),
-            ("token_weights", &token_weights),
-        ] {
-            let mut frame = lmgeo_tables::frame_from_records(records)?;
-            lmgeo_tables::write_parquet(&mut frame, &ctx.output_path(name)?)?;
+        Groups {
+            by_layer_k,
+            by_layer,
         }
-        let section = lasso_section(ctx.node_id(), &by_layer_k, &results);
-        crate::report::write_section(ctx, &section)?;
-        for ((layer, k, name), values) in by_layer_k {
-            let (mean, sem) = mean_sem(&values);
-            let metric = if name == "lasso_better" {
+    }
+
+    /// Mean and standard error of every group, as metric rows.
+    fn metrics(&self) -> Result<Vec<MetricRow>, NodeError> {
+        let mut rows = Vec::new();
+        for ((layer, k, name), values) in &self.by_layer_k {
+            let MeanSem { mean, sem } = mean_sem(values)?;
+            let metric = if *name == "lasso_better" {
                 "lasso_beats_attention".to_string()
             } else {
                 name.to_string()
             };
-            ctx.emit(
+            rows.push(
                 MetricRow::new(metric.clone(), mean)
-                    .dim("layer", i64::from(layer))
-                    .dim("k", k)
+                    .dim("layer", i64::from(*layer))
+                    .dim("k", *k)
                     .dim("stat", "mean"),
             );
-            ctx.emit(
+            rows.push(
                 MetricRow::new(metric, sem)
-                    .dim("layer", i64::from(layer))
-                    .dim("k", k)
+                    .dim("layer", i64::from(*layer))
+                    .dim("k", *k)
                     .dim("stat", "sem"),
             );
         }
-        for ((layer, name), values) in by_layer {
-            let (mean, sem) = mean_sem(&values);
-            ctx.emit(
-                MetricRow::new(name, mean)
-                    .dim("layer", i64::from(layer))
+        for ((layer, name), values) in &self.by_layer {
+            let MeanSem { mean, sem } = mean_sem(values)?;
+            rows.push(
+                MetricRow::new(*name, mean)
+                    .dim("layer", i64::from(*layer))
                     .dim("stat", "mean"),
             );
-            ctx.emit(
-                MetricRow::new(name, sem)
-                    .dim("layer", i64::from(layer))
+            rows.push(
+                MetricRow::new(*name, sem)
+                    .dim("layer", i64::from(*layer))
                     .dim("stat", "sem"),
             );
         }
-        Ok(())
+        Ok(rows)
     }
 }
 
@@ -365,47 +419,32 @@ fn lasso_section(
     node: &str,
     by_layer_k: &BTreeMap<(i32, usize, &str), Vec<f64>>,
     results: &[TextResult],
-) -> lmgeo_report::Section {
-    use lmgeo_report::{Heatmap, LinePlot, NamedFigure, Section, Series, Table, Verdict};
+) -> Result<lmgeo_report::Section, NodeError> {
+    use lmgeo_report::{Heatmap, LinePlot, NamedFigure, Section, Series, Table};
     let deepest = by_layer_k.keys().map(|(l, _, _)| *l).max().unwrap_or(0);
-    let curve = |name: &str| -> Vec<(f64, f64, f64, f64)> {
+    let curve = |name: &str| -> Result<Vec<(f64, f64, f64, f64)>, NodeError> {
         by_layer_k
             .iter()
             .filter(|((l, _, n), _)| *l == deepest && *n == name)
             .map(|((_, k, _), v)| {
-                let (mean, sem) = mean_sem(v);
-                (*k as f64, mean, mean - sem, mean + sem)
+                let MeanSem { mean, sem } = mean_sem(v)?;
+                Ok((*k as f64, mean, mean - sem, mean + sem))
             })
             .collect()
     };
-    let jaccard = curve("jaccard");
-    let better = curve("lasso_better");
+    let jaccard = curve("jaccard")?;
+    let better = curve("lasso_better")?;
     let all_better: Vec<f64> = by_layer_k
         .iter()
         .filter(|((_, _, n), _)| *n == "lasso_better")
         .flat_map(|(_, v)| v.iter().copied())
         .collect();
-    let fraction = if all_better.is_empty() {
-        f64::NAN
-    } else {
-        all_better.iter().sum::<f64>() / all_better.len() as f64
-    };
-    let mean_jaccard = if jaccard.is_empty() {
-        f64::NAN
-    } else {
-        jaccard.iter().map(|j| j.1).sum::<f64>() / jaccard.len() as f64
-    };
-    let differ = mean_jaccard < 0.5;
-    let sometimes = fraction > 0.0;
-    let verdict = if all_better.is_empty() {
-        Verdict::Inconclusive
-    } else if differ && sometimes {
-        Verdict::Supported
-    } else if differ || sometimes {
-        Verdict::Partly
-    } else {
-        Verdict::NotSupported
-    };
+    // Over every layer, text and k (None: nothing compared).
+    let fraction = mean(&all_better).ok();
+    // Over k at the deepest layer (NaN: no curve).
+    let mean_jaccard = mean(&jaccard.iter().map(|j| j.1).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+    let verdict = verdicts::lasso_attention(mean_jaccard, fraction);
+    let fraction = fraction.unwrap_or(f64::NAN);
     let at_deepest: Vec<&TextResult> = results.iter().filter(|r| r.layer == deepest).collect();
     let mut support: Vec<usize> = at_deepest
         .iter()
@@ -483,5 +522,5 @@ fn lasso_section(
             },
         ));
     }
-    section
+    Ok(section)
 }

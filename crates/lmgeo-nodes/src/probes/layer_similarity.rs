@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::pooled::{Pool, PooledLayers, pair_texts};
 use crate::common::Layers;
 use crate::report::write_section;
+use crate::verdicts::{self, ALIGNMENT_ALPHA};
 
 /// A similarity (or, for Procrustes, distance) between two sets of vectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,9 +66,6 @@ fn default_svcca_variance() -> f64 {
 fn default_level() -> f64 {
     0.95
 }
-
-/// p-value below which the best-matching pair counts as aligned beyond chance.
-pub const ALIGNMENT_ALPHA: f64 = 0.05;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -367,11 +365,7 @@ fn section(
                 .unwrap_or_default();
             match c.p_value {
                 Some(pv) => (
-                    if pv < ALIGNMENT_ALPHA {
-                        Verdict::Supported
-                    } else {
-                        Verdict::NotSupported
-                    },
+                    verdicts::alignment(Some(pv)),
                     format!(
                         "closest pair: layer {} of a and layer {} of b, {} = {:.3}{interval}, \
                          shuffled-pairing p = {pv:.3} ({} permutations, {n} texts)",
@@ -383,7 +377,7 @@ fn section(
                     ),
                 ),
                 None => (
-                    Verdict::Inconclusive,
+                    verdicts::alignment(None),
                     format!(
                         "closest pair: layer {} of a and layer {} of b, {} = {:.3}{interval} \
                          ({n} texts); no permutation null was run (`permutations = 0`)",

@@ -9,15 +9,17 @@ use lmgeo_dag::{
     InputArtifact, InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError,
     RunContext,
 };
-use lmgeo_probes::power_law::{BootstrapOptions, bootstrap_exponent_ci, fit};
+use lmgeo_probes::power_law::{BootstrapOptions, ExponentInterval, bootstrap_exponent_ci, fit};
+use lmgeo_probes::summary::mean;
 use lmgeo_report::{
-    LabeledPoint, LinePlot, NamedFigure, PowerLawFit, ScatterFit, Section, Series, Table, Verdict,
+    LabeledPoint, LinePlot, NamedFigure, PowerLawFit, ScatterFit, Section, Series, Table,
 };
 use lmgeo_tables::{Cell, Record};
 use serde::{Deserialize, Serialize};
 
-use crate::common::mean_sem;
+use crate::common::{MeanSem, mean_sem};
 use crate::report::write_section;
+use crate::verdicts;
 
 /// Per (text, layer) values of one metric from an `entropy` per-text table.
 pub fn read_per_text(path: &Path, metric: &str) -> Result<Vec<(String, i32, f64)>, NodeError> {
@@ -160,6 +162,8 @@ struct ModelPoint {
     label: String,
     size: f64,
     per_text: Vec<f64>,
+    /// Mean and standard error of `per_text`.
+    summary: MeanSem,
     layer: String,
     per_layer: BTreeMap<i32, Vec<f64>>,
 }
@@ -223,83 +227,87 @@ impl Node for PowerLaw {
             })?;
             let size = metric_value(size_input, p.size.metric())?;
             let rows = read_per_text(&input.path, &p.metric)?;
-            let mut per_layer: BTreeMap<i32, Vec<f64>> = BTreeMap::new();
-            let mut per_text_layer: BTreeMap<String, Vec<(i32, f64)>> = BTreeMap::new();
-            for (text, layer, value) in &rows {
-                per_layer.entry(*layer).or_default().push(*value);
-                per_text_layer
-                    .entry(text.clone())
-                    .or_default()
-                    .push((*layer, *value));
-            }
-            let last = *per_layer
-                .keys()
-                .max()
-                .ok_or_else(|| NodeError::msg(format!("`{}` has no rows", input.node)))?;
-            let (layer_label, per_text): (String, Vec<f64>) = match &p.layer {
-                FitLayer::Named(FitLayerName::Last) => {
-                    (format!("{last}"), per_layer[&last].clone())
-                }
-                FitLayer::Named(FitLayerName::Mean) => (
-                    "mean".into(),
-                    per_text_layer
-                        .values()
-                        .map(|v| v.iter().map(|(_, x)| x).sum::<f64>() / v.len() as f64)
-                        .collect(),
-                ),
-                FitLayer::Depth(depth) => {
-                    let target = (depth * f64::from(last)).round() as i32;
-                    let layer = *per_layer
-                        .keys()
-                        .min_by_key(|l| (**l - target).abs())
-                        .expect("non-empty");
-                    (format!("{layer}"), per_layer[&layer].clone())
-                }
-            };
-            points.push(ModelPoint {
-                label: label_of(input),
-                size,
-                per_text,
-                layer: layer_label,
-                per_layer,
-            });
-        }
-        points.sort_by(|a, b| a.size.total_cmp(&b.size));
-        let mut records: Vec<Record> = Vec::new();
-        for point in &points {
-            let (mean, sem) = mean_sem(&point.per_text);
-            records.push(vec![
-                ("model".into(), Cell::Str(point.label.clone())),
-                ("size".into(), Cell::Float(point.size)),
-                ("layer".into(), Cell::Str(point.layer.clone())),
-                ("mean".into(), Cell::Float(mean)),
-                ("sem".into(), Cell::Float(sem)),
-                ("texts".into(), Cell::Int(point.per_text.len() as i64)),
-            ]);
-            ctx.emit(
-                MetricRow::new(p.metric.clone(), mean)
-                    .dim("of_model", point.label.clone())
-                    .dim("size", point.size)
-                    .dim("stat", "mean"),
+            points.push(
+                ModelPoint::new(label_of(input), size, &rows, &p.layer)?
+                    .ok_or_else(|| NodeError::msg(format!("`{}` has no rows", input.node)))?,
             );
         }
-        let mut frame = lmgeo_tables::frame_from_records(&records)?;
-        lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("points")?)?;
+        points.sort_by(|a, b| a.size.total_cmp(&b.size));
+        let fitted = ScalingFit::of(p, &points)?;
+        publish_points(p, ctx, &points, &fitted)?;
+        write_section(ctx, &power_law_section(p, ctx.node_id(), &points, &fitted)?)
+    }
+}
 
+impl ModelPoint {
+    /// One model's values at the fitted layer (`None`: no rows).
+    fn new(
+        label: String,
+        size: f64,
+        rows: &[(String, i32, f64)],
+        layer: &FitLayer,
+    ) -> Result<Option<Self>, NodeError> {
+        let mut per_layer: BTreeMap<i32, Vec<f64>> = BTreeMap::new();
+        let mut per_text_layer: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for (text, layer, value) in rows {
+            per_layer.entry(*layer).or_default().push(*value);
+            per_text_layer.entry(text.clone()).or_default().push(*value);
+        }
+        let Some(&last) = per_layer.keys().max() else {
+            return Ok(None);
+        };
+        let (layer_label, per_text): (String, Vec<f64>) = match layer {
+            FitLayer::Named(FitLayerName::Last) => (format!("{last}"), per_layer[&last].clone()),
+            FitLayer::Named(FitLayerName::Mean) => (
+                "mean".into(),
+                per_text_layer
+                    .values()
+                    .map(|v| mean(v).map_err(NodeError::msg))
+                    .collect::<Result<_, _>>()?,
+            ),
+            FitLayer::Depth(depth) => {
+                let target = (depth * f64::from(last)).round() as i32;
+                let layer = *per_layer
+                    .keys()
+                    .min_by_key(|l| (**l - target).abs())
+                    .expect("non-empty");
+                (format!("{layer}"), per_layer[&layer].clone())
+            }
+        };
+        Ok(Some(ModelPoint {
+            label,
+            size,
+            summary: mean_sem(&per_text)?,
+            per_text,
+            layer: layer_label,
+            per_layer,
+        }))
+    }
+}
+
+/// The power law through the models' means, and the bootstrap interval of
+/// its exponent over texts, where there are enough distinct sizes.
+struct ScalingFit {
+    fit: Option<lmgeo_probes::power_law::PowerLawFit>,
+    interval: Option<ExponentInterval>,
+}
+
+impl ScalingFit {
+    fn of(p: &PowerLawParams, points: &[ModelPoint]) -> Result<Self, NodeError> {
         let xs: Vec<f64> = points.iter().map(|p| p.size).collect();
-        let ys: Vec<f64> = points.iter().map(|p| mean_sem(&p.per_text).0).collect();
+        let ys: Vec<f64> = points.iter().map(|p| p.summary.mean).collect();
         let distinct_sizes = {
             let mut v = xs.clone();
             v.dedup();
             v.len()
         };
-        let fitted = if distinct_sizes >= 2 {
+        let fit = if distinct_sizes >= 2 {
             Some(fit(&xs, &ys).map_err(NodeError::msg)?)
         } else {
             None
         };
-        let interval = match &fitted {
-            Some(_) if distinct_sizes >= 3 => {
+        let interval = match &fit {
+            Some(_) if distinct_sizes >= verdicts::MIN_MODELS_FOR_FIT => {
                 let samples: Vec<(f64, Vec<f64>)> = points
                     .iter()
                     .map(|p| (p.size, p.per_text.clone()))
@@ -318,156 +326,180 @@ impl Node for PowerLaw {
             }
             _ => None,
         };
-        if let Some(f) = &fitted {
-            ctx.emit(MetricRow::new("power_law_a", f.a));
-            ctx.emit(MetricRow::new("power_law_b", f.b));
-            ctx.emit(MetricRow::new("power_law_r2", f.r_squared));
-            if let Some(se) = f.b_std_err {
-                ctx.emit(MetricRow::new("power_law_b_std_err", se));
-            }
-        }
-        if let Some(ci) = &interval {
-            ctx.emit(MetricRow::new("power_law_b_ci_low", ci.lower).dim("level", ci.level));
-            ctx.emit(MetricRow::new("power_law_b_ci_high", ci.upper).dim("level", ci.level));
-        }
-        ctx.emit(MetricRow::new("models", points.len() as f64));
-
-        // The report section.
-        let size_label = match p.size {
-            SizeMeasure::Total => "parameters N",
-            SizeMeasure::NonEmbedding => "non-embedding parameters N",
-        };
-        let (verdict, evidence) = match (&fitted, &interval) {
-            (Some(f), Some(ci)) => {
-                let excludes_zero = ci.lower > 0.0 || ci.upper < 0.0;
-                let verdict = if points.len() < 3 {
-                    Verdict::Inconclusive
-                } else if f.r_squared >= 0.9 && excludes_zero {
-                    Verdict::Supported
-                } else if f.r_squared >= 0.5 || excludes_zero {
-                    Verdict::Partly
-                } else {
-                    Verdict::NotSupported
-                };
-                (
-                    verdict,
-                    format!(
-                        "Over {} models, {} ≈ {:.4} · N^{:.4}, R² = {:.3}; {:.0}% bootstrap CI of the exponent b: [{:.4}, {:.4}] ({} resamples over texts); the exponent is {}.",
-                        points.len(),
-                        p.metric,
-                        f.a,
-                        f.b,
-                        f.r_squared,
-                        ci.level * 100.0,
-                        ci.lower,
-                        ci.upper,
-                        ci.resamples,
-                        if ci.upper < 0.0 {
-                            "negative: the metric falls with size"
-                        } else if ci.lower > 0.0 {
-                            "positive: the metric grows with size"
-                        } else {
-                            "not distinguishable from zero"
-                        }
-                    ),
-                )
-            }
-            (Some(f), None) => (
-                Verdict::Inconclusive,
-                format!(
-                    "Only {} model sizes: b = {:.4}, R² = {:.3}, no interval. A fit needs at least three sizes.",
-                    points.len(),
-                    f.b,
-                    f.r_squared
-                ),
-            ),
-            _ => (
-                Verdict::Inconclusive,
-                "Fewer than two model sizes: nothing to fit.".to_string(),
-            ),
-        };
-        let scatter = ScatterFit {
-            title: format!("{} against model size", p.metric.replace('_', " ")),
-            x_label: size_label.into(),
-            y_label: p.metric.replace('_', " "),
-            log_log: true,
-            points: points
-                .iter()
-                .map(|pt| {
-                    let (mean, sem) = mean_sem(&pt.per_text);
-                    LabeledPoint {
-                        x: pt.size,
-                        y: mean,
-                        y_err: Some(sem),
-                        label: pt.label.clone(),
-                    }
-                })
-                .collect(),
-            fit: fitted.as_ref().map(|f| PowerLawFit {
-                a: f.a,
-                b: f.b,
-                r2: f.r_squared,
-                b_ci: interval.as_ref().map(|ci| (ci.lower, ci.upper)),
-            }),
-        };
-        let curves = LinePlot {
-            title: format!("{} across layers", p.metric.replace('_', " ")),
-            x_label: "relative depth (layer / last layer)".into(),
-            y_label: p.metric.replace('_', " "),
-            x_log: false,
-            y_log: false,
-            series: points
-                .iter()
-                .map(|pt| {
-                    let last = f64::from(*pt.per_layer.keys().max().expect("non-empty").max(&1));
-                    let mut line = Vec::new();
-                    let mut band = Vec::new();
-                    for (layer, values) in &pt.per_layer {
-                        let (mean, sem) = mean_sem(values);
-                        let x = f64::from(*layer) / last;
-                        line.push((x, mean));
-                        band.push((x, mean - sem, mean + sem));
-                    }
-                    Series::line(pt.label.clone(), line).with_band(band)
-                })
-                .collect(),
-        };
-        let table = Table {
-            columns: vec![
-                "model".into(),
-                "N".into(),
-                "layer".into(),
-                "mean".into(),
-                "sem".into(),
-                "texts".into(),
-            ],
-            rows: points
-                .iter()
-                .map(|pt| {
-                    let (mean, sem) = mean_sem(&pt.per_text);
-                    vec![
-                        pt.label.clone(),
-                        format!("{:.4e}", pt.size),
-                        pt.layer.clone(),
-                        format!("{mean:.5}"),
-                        format!("{sem:.5}"),
-                        pt.per_text.len().to_string(),
-                    ]
-                })
-                .collect(),
-        };
-        let section = Section::new(
-            format!("Scaling: {} against model size", p.metric.replace('_', " ")),
-            "Representation entropy follows a power law in model size (Tan et al., §3).",
-            verdict,
-            evidence,
-        )
-        .figure(NamedFigure::new(format!("{}-power-law", ctx.node_id()), "Mean over texts with standard errors; fitted power law and the band of the exponent's CI.", scatter))
-        .figure(NamedFigure::new(format!("{}-layers", ctx.node_id()), "Per-layer means with standard-error bands.", curves))
-        .table(table);
-        write_section(ctx, &section)?;
-        Ok(())
+        Ok(ScalingFit { fit, interval })
     }
+}
+
+/// The `points` table, each model's mean, and the fit's coefficients.
+fn publish_points(
+    p: &PowerLawParams,
+    ctx: &mut RunContext<'_>,
+    points: &[ModelPoint],
+    fitted: &ScalingFit,
+) -> Result<(), NodeError> {
+    let mut records: Vec<Record> = Vec::new();
+    for point in points {
+        let MeanSem { mean, sem } = point.summary;
+        records.push(vec![
+            ("model".into(), Cell::Str(point.label.clone())),
+            ("size".into(), Cell::Float(point.size)),
+            ("layer".into(), Cell::Str(point.layer.clone())),
+            ("mean".into(), Cell::Float(mean)),
+            ("sem".into(), Cell::Float(sem)),
+            ("texts".into(), Cell::Int(point.per_text.len() as i64)),
+        ]);
+        ctx.emit(
+            MetricRow::new(p.metric.clone(), mean)
+                .dim("of_model", point.label.clone())
+                .dim("size", point.size)
+                .dim("stat", "mean"),
+        );
+    }
+    let mut frame = lmgeo_tables::frame_from_records(&records)?;
+    lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("points")?)?;
+    if let Some(f) = &fitted.fit {
+        ctx.emit(MetricRow::new("power_law_a", f.a));
+        ctx.emit(MetricRow::new("power_law_b", f.b));
+        ctx.emit(MetricRow::new("power_law_r2", f.r_squared));
+        if let Some(se) = f.b_std_err {
+            ctx.emit(MetricRow::new("power_law_b_std_err", se));
+        }
+    }
+    if let Some(ci) = &fitted.interval {
+        ctx.emit(MetricRow::new("power_law_b_ci_low", ci.lower).dim("level", ci.level));
+        ctx.emit(MetricRow::new("power_law_b_ci_high", ci.upper).dim("level", ci.level));
+    }
+    ctx.emit(MetricRow::new("models", points.len() as f64));
+    Ok(())
+}
+
+/// The verdict of [`verdicts::power_law`], its evidence, the log-log plot
+/// with the fit, the per-layer curves and the table of points.
+fn power_law_section(
+    p: &PowerLawParams,
+    node: &str,
+    points: &[ModelPoint],
+    fitted: &ScalingFit,
+) -> Result<Section, NodeError> {
+    let size_label = match p.size {
+        SizeMeasure::Total => "parameters N",
+        SizeMeasure::NonEmbedding => "non-embedding parameters N",
+    };
+    let verdict = verdicts::power_law(
+        points.len(),
+        fitted.fit.as_ref().map(|f| f.r_squared),
+        fitted.interval.as_ref().map(|ci| (ci.lower, ci.upper)),
+    );
+    let evidence = match (&fitted.fit, &fitted.interval) {
+        (Some(f), Some(ci)) => format!(
+            "Over {} models, {} ≈ {:.4} · N^{:.4}, R² = {:.3}; {:.0}% bootstrap CI of the exponent b: [{:.4}, {:.4}] ({} resamples over texts); the exponent is {}.",
+            points.len(),
+            p.metric,
+            f.a,
+            f.b,
+            f.r_squared,
+            ci.level * 100.0,
+            ci.lower,
+            ci.upper,
+            ci.resamples,
+            if ci.upper < 0.0 {
+                "negative: the metric falls with size"
+            } else if ci.lower > 0.0 {
+                "positive: the metric grows with size"
+            } else {
+                "not distinguishable from zero"
+            }
+        ),
+        (Some(f), None) => format!(
+            "Only {} model sizes: b = {:.4}, R² = {:.3}, no interval. A fit needs at least three sizes.",
+            points.len(),
+            f.b,
+            f.r_squared
+        ),
+        _ => "Fewer than two model sizes: nothing to fit.".to_string(),
+    };
+    let scatter = ScatterFit {
+        title: format!("{} against model size", p.metric.replace('_', " ")),
+        x_label: size_label.into(),
+        y_label: p.metric.replace('_', " "),
+        log_log: true,
+        points: points
+            .iter()
+            .map(|pt| LabeledPoint {
+                x: pt.size,
+                y: pt.summary.mean,
+                y_err: Some(pt.summary.sem),
+                label: pt.label.clone(),
+            })
+            .collect(),
+        fit: fitted.fit.as_ref().map(|f| PowerLawFit {
+            a: f.a,
+            b: f.b,
+            r2: f.r_squared,
+            b_ci: fitted.interval.as_ref().map(|ci| (ci.lower, ci.upper)),
+        }),
+    };
+    let mut series = Vec::new();
+    for pt in points {
+        let last = f64::from(*pt.per_layer.keys().max().expect("non-empty").max(&1));
+        let mut line = Vec::new();
+        let mut band = Vec::new();
+        for (layer, values) in &pt.per_layer {
+            let MeanSem { mean, sem } = mean_sem(values)?;
+            let x = f64::from(*layer) / last;
+            line.push((x, mean));
+            band.push((x, mean - sem, mean + sem));
+        }
+        series.push(Series::line(pt.label.clone(), line).with_band(band));
+    }
+    let curves = LinePlot {
+        title: format!("{} across layers", p.metric.replace('_', " ")),
+        x_label: "relative depth (layer / last layer)".into(),
+        y_label: p.metric.replace('_', " "),
+        x_log: false,
+        y_log: false,
+        series,
+    };
+    let table = Table {
+        columns: vec![
+            "model".into(),
+            "N".into(),
+            "layer".into(),
+            "mean".into(),
+            "sem".into(),
+            "texts".into(),
+        ],
+        rows: points
+            .iter()
+            .map(|pt| {
+                vec![
+                    pt.label.clone(),
+                    format!("{:.4e}", pt.size),
+                    pt.layer.clone(),
+                    format!("{:.5}", pt.summary.mean),
+                    format!("{:.5}", pt.summary.sem),
+                    pt.per_text.len().to_string(),
+                ]
+            })
+            .collect(),
+    };
+    Ok(Section::new(
+        format!("Scaling: {} against model size", p.metric.replace('_', " ")),
+        "Representation entropy follows a power law in model size (Tan et al., §3).",
+        verdict,
+        evidence,
+    )
+    .figure(NamedFigure::new(
+        format!("{node}-power-law"),
+        "Mean over texts with standard errors; fitted power law and the band of the exponent's CI.",
+        scatter,
+    ))
+    .figure(NamedFigure::new(
+        format!("{node}-layers"),
+        "Per-layer means with standard-error bands.",
+        curves,
+    ))
+    .table(table))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -562,10 +594,10 @@ impl Node for DiffErank {
             let mut band = Vec::new();
             let last = *per_layer.keys().max().expect("non-empty");
             for (layer, [tv, rv, dv, qv]) in &per_layer {
-                let (tm, _) = mean_sem(tv);
-                let (rm, _) = mean_sem(rv);
-                let (dm, ds) = mean_sem(dv);
-                let (qm, qs) = mean_sem(qv);
+                let tm = mean_sem(tv)?.mean;
+                let rm = mean_sem(rv)?.mean;
+                let MeanSem { mean: dm, sem: ds } = mean_sem(dv)?;
+                let MeanSem { mean: qm, sem: qs } = mean_sem(qv)?;
                 records.push(vec![
                     ("model".into(), Cell::Str(label.clone())),
                     ("layer".into(), Cell::Int(i64::from(*layer))),
@@ -618,15 +650,7 @@ impl Node for DiffErank {
         }
         let mut frame = lmgeo_tables::frame_from_records(&records)?;
         lmgeo_tables::write_parquet(&mut frame, &ctx.output_path("per_layer")?)?;
-        let verdict = if models == 0 {
-            Verdict::Inconclusive
-        } else if positive_last == models {
-            Verdict::Supported
-        } else if positive_last > 0 {
-            Verdict::Partly
-        } else {
-            Verdict::NotSupported
-        };
+        let verdict = verdicts::diff_erank(positive_last, models);
         let section = Section::new(
             "Diff-eRank: training removes redundancy",
             "A trained model's representations have a lower effective rank than the same architecture randomly initialised (Diff-eRank > 0; Wei et al. 2024, same group).",
@@ -770,15 +794,7 @@ impl Node for SimulateScaling {
         ctx.emit(MetricRow::new("power_law_a", f.a));
         ctx.emit(MetricRow::new("power_law_b", f.b));
         ctx.emit(MetricRow::new("power_law_r2", f.r_squared));
-        let verdict = if points.len() < 3 {
-            Verdict::Inconclusive
-        } else if f.r_squared >= 0.9 {
-            Verdict::Supported
-        } else if f.r_squared >= 0.5 {
-            Verdict::Partly
-        } else {
-            Verdict::NotSupported
-        };
+        let verdict = verdicts::simulated_power_law(points.len(), f.r_squared);
         let section = Section::new(
             "Simulation: entropy of r equal singular values against model size",
             "Holding the information content fixed (r equal singular values), the normalised coding length falls with hidden size along a power law in model size (Tan et al., the simulation of §3).",

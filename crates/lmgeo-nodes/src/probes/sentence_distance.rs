@@ -17,7 +17,9 @@ use rand::Rng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{LayerName, Layers, PreprocessParam, map_matrices, on_matrix};
+use crate::common::{
+    LayerName, Layers, MeanSem, PreprocessParam, map_matrices, mean_sem, on_matrix,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -257,21 +259,14 @@ impl Node for SentenceDistance {
             for (d, (pos, neg)) in &distances {
                 let auc = roc_auc(pos, neg).map_err(NodeError::msg)?;
                 let name = d.name();
-                aucs.insert(
-                    (*layer, *d),
-                    (
-                        auc.auc,
-                        crate::common::mean_sem(pos).0,
-                        crate::common::mean_sem(neg).0,
-                    ),
-                );
+                let MeanSem { mean: pm, sem: ps } = mean_sem(pos)?;
+                let MeanSem { mean: nm, sem: ns } = mean_sem(neg)?;
+                aucs.insert((*layer, *d), (auc.auc, pm, nm));
                 ctx.emit(
                     MetricRow::new("auc", auc.auc)
                         .dim("layer", i64::from(*layer))
                         .dim("distance", name),
                 );
-                let (pm, ps) = crate::common::mean_sem(pos);
-                let (nm, ns) = crate::common::mean_sem(neg);
                 for (metric, value, stat) in [
                     ("paired_distance", pm, "mean"),
                     ("paired_distance", ps, "sem"),
@@ -353,7 +348,7 @@ fn distance_section(
     aucs: &BTreeMap<(i32, Distance), (f64, f64, f64)>,
     heat: Option<HeatmapData>,
 ) -> lmgeo_report::Section {
-    use lmgeo_report::{BarChart, Heatmap, NamedFigure, Section, Table, Verdict};
+    use lmgeo_report::{BarChart, Heatmap, NamedFigure, Section, Table};
     let deepest = aucs.keys().map(|(l, _)| *l).max().unwrap_or(0);
     let at_deepest: Vec<(Distance, (f64, f64, f64))> = aucs
         .iter()
@@ -370,16 +365,7 @@ fn distance_section(
         })
         .map(|(_, v)| v.0)
         .collect();
-    let separating = covariance.iter().filter(|a| **a > 0.7).count();
-    let verdict = if covariance.is_empty() {
-        Verdict::Inconclusive
-    } else if separating * 2 > covariance.len() {
-        Verdict::Supported
-    } else if covariance.iter().any(|a| *a > 0.5) {
-        Verdict::Partly
-    } else {
-        Verdict::NotSupported
-    };
+    let verdict = crate::verdicts::sentence_distance(&covariance);
     let listing: Vec<String> = at_deepest
         .iter()
         .map(|(d, v)| format!("{} {:.2}", d.name(), v.0))
