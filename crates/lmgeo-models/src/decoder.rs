@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{Init, VarBuilder};
 
 use crate::activation::Activation;
 use crate::attention::{
@@ -194,11 +194,25 @@ impl DecoderLayout {
         self.n_layers() as u64 * self.per_layer_params() + self.hidden_size as u64
     }
 
-    /// How transformers initialises a parameter, as a rule for
-    /// [`crate::random_var_builder`]: normal(0, initializer_range) for
-    /// projections and embeddings, with the padding token's embedding row
-    /// zero; norm weights one, or zero where they act as `1 + w`. The one
-    /// place this is said: lookups carry no candle `Init` hint.
+    /// How transformers initialises a parameter: normal(0,
+    /// initializer_range) for projections and embeddings; norm weights one,
+    /// or zero where they act as `1 + w`. Passed as the hint of every
+    /// `VarBuilder` lookup, so a random backend that honours hints reproduces
+    /// that scheme. One detail a candle `Init` cannot say: the embedding row
+    /// of [`Self::pad_token_id`] is zero in transformers.
+    pub fn init_for(&self, hf_name: &str) -> Init {
+        if hf_name.ends_with("norm.weight") {
+            Init::Const(if self.norm_plus_one { 0.0 } else { 1.0 })
+        } else {
+            Init::Randn {
+                mean: 0.0,
+                stdev: self.initializer_range,
+            }
+        }
+    }
+
+    /// [`Self::init_for`] as a rule for [`crate::random_var_builder`], with the
+    /// padding token's embedding row zeroed.
     pub fn init_rule(&self) -> InitFn {
         let (norm, std, pad) = (
             if self.norm_plus_one {
@@ -409,6 +423,7 @@ fn layer_name(i: usize, rest: &str) -> String {
 enum Source<'a> {
     Dense {
         vb: &'a VarBuilder<'a>,
+        layout: &'a DecoderLayout,
     },
     Quant {
         weights: &'a GgufWeights,
@@ -417,28 +432,30 @@ enum Source<'a> {
 }
 
 impl Source<'_> {
-    /// A dense tensor (for random weights, [`DecoderLayout::init_rule`]
-    /// decides its values).
+    /// A dense tensor, looked up with its Hugging Face init hint.
     fn tensor<S: Into<candle_core::Shape>>(
         vb: &VarBuilder,
+        layout: &DecoderLayout,
         name: &str,
         shape: S,
     ) -> Result<Tensor, ModelError> {
-        vb.get(shape, name)
+        vb.get_with_hints(shape, name, layout.init_for(name))
             .map_err(|e| ModelError::Unsupported(format!("weight `{name}`: {e}")))
     }
 
     /// A norm weight as stored (`w`, not yet `1 + w`).
     fn norm(&self, name: &str, len: usize) -> Result<Tensor, ModelError> {
         match self {
-            Source::Dense { vb } => Self::tensor(vb, name, len),
+            Source::Dense { vb, layout } => Self::tensor(vb, layout, name, len),
             Source::Quant { weights, device } => weights.dense(name, device),
         }
     }
 
     fn proj(&self, name: &str, shape: (usize, usize)) -> Result<Proj, ModelError> {
         match self {
-            Source::Dense { vb } => Ok(Proj::dense(&Self::tensor(vb, name, shape)?)?),
+            Source::Dense { vb, layout } => {
+                Ok(Proj::dense(&Self::tensor(vb, layout, name, shape)?)?)
+            }
             Source::Quant { weights, device } => Ok(Proj::Quant(QMatMul::from_qtensor(
                 weights.quantized(name, device)?,
             )?)),
@@ -451,10 +468,10 @@ impl Source<'_> {
         parts: [(&str, (usize, usize)); N],
     ) -> Result<Projs<N>, ModelError> {
         match self {
-            Source::Dense { vb } => {
+            Source::Dense { vb, layout } => {
                 let mut ws = Vec::with_capacity(N);
                 for (name, shape) in parts {
-                    ws.push(Self::tensor(vb, name, shape)?);
+                    ws.push(Self::tensor(vb, layout, name, shape)?);
                 }
                 Ok(Projs::Fused(Proj::dense(&Tensor::cat(&ws, 0)?)?))
             }
@@ -472,7 +489,9 @@ impl Source<'_> {
 
     fn embedding(&self, name: &str, shape: (usize, usize)) -> Result<Embedding, ModelError> {
         match self {
-            Source::Dense { vb } => Ok(Embedding::Dense(Self::tensor(vb, name, shape)?)),
+            Source::Dense { vb, layout } => {
+                Ok(Embedding::Dense(Self::tensor(vb, layout, name, shape)?))
+            }
             Source::Quant { weights, device } => {
                 Ok(Embedding::Quant(Arc::new(weights.quantized(name, device)?)))
             }
@@ -490,7 +509,9 @@ impl Source<'_> {
         match (self, tied, embed) {
             (_, true, Embedding::Dense(e)) => Ok(Proj::AsStored(e.clone())),
             (_, true, Embedding::Quant(q)) => Ok(Proj::Quant(QMatMul::from_arc(q.clone())?)),
-            (Source::Dense { vb }, false, _) => Ok(Proj::AsStored(Self::tensor(vb, name, shape)?)),
+            (Source::Dense { vb, layout }, false, _) => {
+                Ok(Proj::AsStored(Self::tensor(vb, layout, name, shape)?))
+            }
             (Source::Quant { .. }, false, _) => self.proj(name, shape),
         }
     }
@@ -541,7 +562,11 @@ impl Decoder {
     /// Builds the model from any `VarBuilder` serving Hugging Face names in
     /// `f32`: a GGUF file, a safetensors checkpoint, or random weights.
     pub fn load(vb: &VarBuilder, layout: DecoderLayout, name: &str) -> Result<Self, ModelError> {
-        Self::build(&Source::Dense { vb }, layout, name, vb.device())
+        let source = Source::Dense {
+            vb,
+            layout: &layout,
+        };
+        Self::build(&source, layout.clone(), name, vb.device())
     }
 
     fn build(
@@ -1027,6 +1052,16 @@ macro_rules! decoder_model {
             /// Parameters outside the token embedding and the unembedding.
             pub fn n_params_non_embedding(&self) -> u64 {
                 self.layout().n_params_non_embedding()
+            }
+
+            /// How transformers initialises a parameter (normal(0,
+            /// initializer_range) for projections and embeddings; norm weights
+            /// one, or zero where they act as `1 + w`), passed as the hint of
+            /// every `VarBuilder` lookup. One detail a candle `Init` cannot
+            /// say: the embedding row of the padding token is zero in
+            /// transformers ([`Self::init_rule`] says it).
+            pub fn init_for(&self, hf_name: &str) -> candle_nn::Init {
+                self.layout().init_for(hf_name)
             }
 
             /// transformers' initialisation as a rule for
