@@ -214,25 +214,26 @@ impl DecoderLayout {
     /// [`Self::init_for`] as a rule for [`crate::random_var_builder`], with the
     /// padding token's embedding row zeroed.
     pub fn init_rule(&self) -> InitFn {
-        let (norm, std, pad) = (
-            if self.norm_plus_one {
-                InitRule::Zeros
-            } else {
-                InitRule::Ones
-            },
-            self.initializer_range,
-            self.pad_token_id,
-        );
+        // The same scheme as the hints (one statement of it): lmgeo's random
+        // backend turns each hint into a rule, adding the padding row.
+        let layout = self.clone();
         Box::new(move |name: &str, _shape: &[usize]| {
-            if name.ends_with("norm.weight") {
-                return norm;
-            }
-            match pad {
-                Some(row) if name.ends_with("embed_tokens.weight") => InitRule::NormalZeroRow {
-                    std,
-                    row: row as usize,
+            let rule = match layout.init_for(name) {
+                Init::Const(0.0) => InitRule::Zeros,
+                Init::Const(_) => InitRule::Ones,
+                Init::Randn { stdev, .. } => InitRule::Normal { std: stdev },
+                _ => InitRule::Normal {
+                    std: layout.initializer_range,
                 },
-                _ => InitRule::Normal { std },
+            };
+            match (rule, layout.pad_token_id) {
+                (InitRule::Normal { std }, Some(row)) if name.ends_with("embed_tokens.weight") => {
+                    InitRule::NormalZeroRow {
+                        std,
+                        row: row as usize,
+                    }
+                }
+                (rule, _) => rule,
             }
         })
     }

@@ -88,6 +88,10 @@ impl SimpleBackend for RandomBackend {
         &self,
         shape: Shape,
         name: &str,
+        // The rule decides, not candle's hint: a hint cannot say that an
+        // embedding's padding row is zero. Each architecture's rule is built
+        // from its own hints where it has them (`DecoderLayout::init_rule`),
+        // so hint-honouring builders (a candle `VarMap`) get the same scheme.
         _hint: candle_nn::Init,
         dtype: DType,
         dev: &Device,
