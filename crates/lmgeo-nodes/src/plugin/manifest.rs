@@ -176,11 +176,22 @@ impl Manifest {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-        let raw: RawManifest = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(path, &text)
+    }
+
+    /// Like [`Manifest::load`], from text already in memory; `path` names the
+    /// manifest in errors and its folder is where `files` and the command
+    /// are looked for.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, PluginError> {
+        let fail = |message: String| PluginError::Manifest {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| fail(e.to_string()))?;
+        let dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let dir = std::path::absolute(&dir).map_err(|e| fail(e.to_string()))?;
         Self::from_raw(raw, path, dir).map_err(fail)
     }
@@ -438,6 +449,14 @@ min = 0
             timeout.contains("`timeout` must be a positive"),
             "{timeout}"
         );
+    }
+
+    #[test]
+    fn a_manifest_named_by_a_bare_file_name_reads() {
+        // `plugin.toml` in the working folder: its parent is the empty path,
+        // which std::path::absolute refuses; the folder is `.`.
+        let m = Manifest::parse(Path::new("plugin.toml"), GOOD).unwrap();
+        assert_eq!(m.dir, std::env::current_dir().unwrap());
     }
 
     #[test]

@@ -1,0 +1,9 @@
+//! Fuzz target `manifest`: see tests/fuzz_entry/mod.rs for what it drives.
+#![no_main]
+
+#[path = "../../tests/fuzz_entry/mod.rs"]
+mod fuzz_entry;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = fuzz_entry::manifest(data);
+});
