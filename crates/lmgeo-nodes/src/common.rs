@@ -79,14 +79,14 @@ impl Layers {
             Layers::Named(LayerName::All) => Ok(None),
             Layers::List(list) => {
                 let reader = EmbeddingReader::open(table)?;
-                if let Some(Extraction { layers: held, .. }) = Extraction::of(&reader) {
-                    if let Some(bad) = list.iter().find(|l| !held.contains(l)) {
-                        let names: Vec<String> = held.iter().map(i32::to_string).collect();
-                        return Err(NodeError::msg(format!(
-                            "`{field}` asks for layer {bad}, but the embeddings table holds layers {}: pick from those, or extract more layers upstream",
-                            names.join(", ")
-                        )));
-                    }
+                if let Some(Extraction { layers: held, .. }) = Extraction::of(&reader)
+                    && let Some(bad) = list.iter().find(|l| !held.contains(l))
+                {
+                    let names: Vec<String> = held.iter().map(i32::to_string).collect();
+                    return Err(NodeError::msg(format!(
+                        "`{field}` asks for layer {bad}, but the embeddings table holds layers {}: pick from those, or extract more layers upstream",
+                        names.join(", ")
+                    )));
                 }
                 Ok(Some(list.clone()))
             }

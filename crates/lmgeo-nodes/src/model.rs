@@ -383,15 +383,18 @@ fn wanted_layers(
     Ok(wanted)
 }
 
+/// A text's index among the texts and its token ids.
+type Sequence = (usize, Vec<u32>);
+
 /// Token ids of every text long enough, with its index among the texts,
 /// and the `tokens` table's rows (one per text, kept or not).
 fn tokenize_texts(
     loaded: &LoadedModel,
     texts: &[(String, String, String)],
     tokenization: &Tokenization,
-) -> Result<(Vec<Record>, Vec<(usize, Vec<u32>)>), NodeError> {
+) -> Result<(Vec<Record>, Vec<Sequence>), NodeError> {
     let mut tokens_rows: Vec<Record> = Vec::new();
-    let mut sequences: Vec<(usize, Vec<u32>)> = Vec::new();
+    let mut sequences: Vec<Sequence> = Vec::new();
     for (index, (id, text, _)) in texts.iter().enumerate() {
         let full = loaded
             .tokenizer
