@@ -114,12 +114,8 @@ impl RunRecord {
 
     /// Writes the record into `run_dir`, replacing it atomically.
     pub fn write(&self, run_dir: &Path) -> Result<(), StoreError> {
-        let path = run_dir.join(Self::FILE_NAME);
-        let temporary = run_dir.join(format!(".{}.{}", Self::FILE_NAME, std::process::id()));
         let bytes = serde_json::to_vec_pretty(self).expect("a run record serializes");
-        std::fs::write(&temporary, bytes)
-            .and_then(|()| std::fs::rename(&temporary, &path))
-            .map_err(|source| StoreError::Io { path, source })
+        crate::store::replace_file(&run_dir.join(Self::FILE_NAME), &bytes)
     }
 
     /// The record of a finished run; `Ok(None)` when the run has not

@@ -747,6 +747,19 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Write to a temporary file, fsync, rename: readers see the old or the new
 /// content, never a mix.
+/// Replaces `target` with `bytes` so that a reader (or a crash) sees the
+/// old file or the new one, never part of one: written and synced beside
+/// it, renamed over it, and the rename synced. For files outside the
+/// sharded folders (a run's record), where `tmp/` is not needed.
+pub(crate) fn replace_file(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let parent = target.parent().expect("store paths have parents");
+    let name = target.file_name().expect("a file").to_string_lossy();
+    let temp = parent.join(format!(".{name}.{}", process_tag()));
+    write_file(&temp, bytes)?;
+    fs::rename(&temp, target).map_err(io_at(target))?;
+    sync_dir(parent)
+}
+
 fn atomic_write(store: &Store, target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let parent = target.parent().expect("store paths have parents");
     fs::create_dir_all(parent).map_err(io_at(parent))?;
@@ -764,8 +777,6 @@ fn atomic_write(store: &Store, target: &Path, bytes: &[u8]) -> Result<(), StoreE
 mod tests {
     use super::*;
 
-    /// Piecewise hashing must give blake3's one-shot digest, at sizes
-    /// around and across the piece boundary.
     #[test]
     fn the_layout_in_the_module_doc_is_the_layout_on_disk() {
         // The folder names of the ```text block at the top of this file.
@@ -786,6 +797,8 @@ mod tests {
         assert_eq!(documented, created);
     }
 
+    /// Piecewise hashing must give blake3's one-shot digest, at sizes
+    /// around and across the piece boundary.
     #[test]
     fn file_digest_equals_one_shot_blake3() {
         let dir = tempfile::tempdir().unwrap();
@@ -827,13 +840,10 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn an_action_with_a_missing_blob_is_not_a_hit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let blob = store.put_bytes(b"data", "t").unwrap();
-        let action = Action {
-            key: "ab".repeat(32),
+    /// An action whose one output `out` is `blob`.
+    fn one_output_action(key: &str, blob: &BlobRef) -> Action {
+        Action {
+            key: key.to_string(),
             kind: "k".into(),
             node: "n".into(),
             outputs: [("out".to_string(), blob.clone())].into(),
@@ -841,7 +851,15 @@ mod tests {
             elapsed_ms: 0,
             peak_rss_kib: None,
             lmgeo_version: "test".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn an_action_with_a_missing_blob_is_not_a_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blob = store.put_bytes(b"data", "t").unwrap();
+        let action = one_output_action(&"ab".repeat(32), &blob);
         store.commit_action(&action).unwrap();
         assert_eq!(store.action(&action.key), Some(action.clone()));
         fs::remove_file(store.blob_path(&blob.digest)).unwrap();
@@ -855,17 +873,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let commit = |key: &str, blob: &BlobRef| {
-            let action = Action {
-                key: key.to_string(),
-                kind: "k".into(),
-                node: "n".into(),
-                outputs: [("out".to_string(), blob.clone())].into(),
-                created_unix_ms: 0,
-                elapsed_ms: 0,
-                peak_rss_kib: None,
-                lmgeo_version: "test".into(),
-            };
-            store.commit_action(&action).unwrap();
+            store.commit_action(&one_output_action(key, blob)).unwrap();
         };
         let age = |path: &Path| {
             let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);

@@ -358,17 +358,12 @@ impl candle_core::InplaceOp1 for RopeInPlace<'_> {
         storage: &mut candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<()> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("rope needs a contiguous input")
-        };
-        let candle_core::CpuStorage::F32(data) = storage else {
-            candle_core::bail!("rope is implemented here for f32")
-        };
+        let data = crate::kernels::contiguous_f32_mut(storage, layout, "rope")?;
         let expected = self.layout.batch * self.layout.n * self.layout.token_stride();
-        if end - start != expected {
-            candle_core::bail!("rope: {} values for a layout of {expected}", end - start)
+        if data.len() != expected {
+            candle_core::bail!("rope: {} values for a layout of {expected}", data.len())
         }
-        rope_in_place(&mut data[start..end], self.layout, self.cos, self.sin);
+        rope_in_place(data, self.layout, self.cos, self.sin);
         Ok(())
     }
 }

@@ -295,6 +295,22 @@ pub(crate) fn activate_in_place(act: Activation, data: &mut [f32]) {
         .for_each(|chunk| activate(act, chunk));
 }
 
+/// The values an in-place op works on, as one mutable `f32` slice; `op`
+/// names the op in the errors.
+pub(crate) fn contiguous_f32_mut<'a>(
+    storage: &'a mut candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'a mut [f32]> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op} needs a contiguous input")
+    };
+    let candle_core::CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op} is implemented for f32")
+    };
+    Ok(&mut data[start..end])
+}
+
 /// candle in-place op wrapper for [`activate_in_place`].
 pub(crate) struct ActivateInPlace(pub Activation);
 
@@ -308,13 +324,10 @@ impl candle_core::InplaceOp1 for ActivateInPlace {
         storage: &mut candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<()> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("the activation kernel needs a contiguous input")
-        };
-        let candle_core::CpuStorage::F32(data) = storage else {
-            candle_core::bail!("the activation kernel is implemented for f32")
-        };
-        activate_in_place(self.0, &mut data[start..end]);
+        activate_in_place(
+            self.0,
+            contiguous_f32_mut(storage, layout, "the activation kernel")?,
+        );
         Ok(())
     }
 }
