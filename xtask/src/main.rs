@@ -84,9 +84,10 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
             };
             for name in names {
                 let status = cargo()
+                    // Not `--quiet`: on a fresh machine this compiles
+                    // lmgeo-models first, and its progress should show.
                     .args([
                         "run",
-                        "--quiet",
                         "--package",
                         "lmgeo-models",
                         "--example",
@@ -140,7 +141,7 @@ fn target_dir() -> PathBuf {
 }
 
 /// Builds the `lmgeo` binary and returns its path. Cargo's own progress is
-/// shown: a silent first build of twenty minutes looks like a hang.
+/// shown: a silent first build of half an hour looks like a hang.
 fn build_lmgeo() -> anyhow::Result<PathBuf> {
     let binary = target_dir()
         .join("debug")
@@ -148,8 +149,8 @@ fn build_lmgeo() -> anyhow::Result<PathBuf> {
     if !binary.exists() {
         eprintln!(
             "xtask: first build of lmgeo into {}. It compiles candle, polars and \
-             the Parquet stack once: about 20 minutes on 2 cores, a few on 8; \
-             later builds take seconds.",
+             the Parquet stack once, with full optimisation: about 30 minutes on \
+             2 cores (measured 2026-12-01); later builds take seconds.",
             target_dir().display()
         );
     }

@@ -128,8 +128,8 @@ fn expand_home(s: &str) -> PathBuf {
 /// How to reach the Hub.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HubOptions {
-    /// The hub cache; `None` uses hf-hub's default (`HF_HUB_CACHE`, else
-    /// `$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
+    /// The hub cache; `None` uses the Hugging Face default (`HF_HUB_CACHE`,
+    /// else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
     pub cache_dir: Option<PathBuf>,
     /// Never touch the network; read only what is cached (`HF_HUB_OFFLINE=1`).
     pub offline: bool,
@@ -137,7 +137,8 @@ pub struct HubOptions {
 
 impl HubOptions {
     /// Reads `HF_HUB_OFFLINE` (`1`, `true`, `yes`, `on`); the cache location is
-    /// left to hf-hub, which honours `HF_HUB_CACHE` and `HF_HOME`.
+    /// read when fetching (`HF_HUB_CACHE`, then `HF_HOME`, as the Python hub
+    /// library does).
     pub fn from_env() -> Self {
         let offline = std::env::var("HF_HUB_OFFLINE")
             .map(|v| {
@@ -152,6 +153,13 @@ impl HubOptions {
             offline,
         }
     }
+}
+
+/// `HF_HUB_CACHE`, which hf-hub does not read itself (it reads `HF_HOME`).
+fn hub_cache_from_env() -> Option<PathBuf> {
+    std::env::var_os("HF_HUB_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Downloads (or finds in the cache) what [`crate::load_hf_folder`] needs from a
@@ -171,18 +179,29 @@ pub fn fetch_hub_folder(
         source_name: label.clone(),
         message,
     };
-    let (owner, name) = repo
-        .split_once('/')
-        .filter(|_| is_repo_id(repo))
-        .ok_or_else(|| source_err("not an `<owner>/<name>` repository id".into()))?;
-    let mut builder = hf_hub::HFClient::builder();
-    if let Some(dir) = &options.cache_dir {
-        builder = builder.cache_dir(dir.clone());
+    if !is_repo_id(repo) {
+        return Err(source_err("not an `<owner>/<name>` repository id".into()));
     }
-    let client = builder
-        .build_sync()
+    let cache = match options.cache_dir.clone().or_else(hub_cache_from_env) {
+        Some(dir) => hf_hub::Cache::new(dir),
+        None => hf_hub::Cache::from_env(),
+    };
+    let mut builder = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone()).with_progress(false);
+    if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Ok(token) = std::env::var("HF_TOKEN") {
+        builder = builder.with_token(Some(token));
+    }
+    let api = builder
+        .build()
         .map_err(|e| source_err(format!("cannot set up the Hub client: {e}")))?;
-    let handle = client.model(owner, name);
+    let spec = match revision {
+        Some(rev) => {
+            hf_hub::Repo::with_revision(repo.to_string(), hf_hub::RepoType::Model, rev.to_string())
+        }
+        None => hf_hub::Repo::model(repo.to_string()),
+    };
     let hint = if options.offline {
         "offline mode (HF_HUB_OFFLINE) reads only the local Hugging Face cache, and the file is not there; \
          download the model where the Hub is reachable, or pass a local folder with config.json and the weights"
@@ -192,16 +211,16 @@ pub fn fetch_hub_folder(
     };
     // Ok(None): the file is not in the repository (or, offline, not cached).
     let fetch = |file: &str| -> Result<Option<PathBuf>, ModelError> {
-        let result = handle
-            .download_file()
-            .filename(file)
-            .maybe_revision(revision.map(str::to_string))
-            .local_files_only(options.offline)
-            .send();
-        match result {
+        if options.offline {
+            return Ok(cache.repo(spec.clone()).get(file));
+        }
+        match api.repo(spec.clone()).get(file) {
             Ok(path) => Ok(Some(path)),
-            Err(hf_hub::HFError::EntryNotFound { .. })
-            | Err(hf_hub::HFError::LocalEntryNotFound { .. }) => Ok(None),
+            Err(hf_hub::api::sync::ApiError::RequestError(e))
+                if matches!(*e, ureq::Error::StatusCode(404)) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(source_err(format!("{file}: {e}; {hint}"))),
         }
     };
