@@ -424,7 +424,7 @@ fn a_store_that_fills_up_fails_clearly_and_stays_consistent() {
 }
 
 #[test]
-fn a_read_only_store_fails_clearly_and_stays_consistent() {
+fn a_read_only_store_serves_what_is_cached_fails_clearly_otherwise_and_stays_consistent() {
     let tmp = tempfile::tempdir().unwrap();
     let backing = tmp.path().join("backing");
     let store_mount = tmp.path().join("mounted");
@@ -444,8 +444,27 @@ fn a_read_only_store_fails_clearly_and_stays_consistent() {
     let first = run_experiment(Path::new(DEMO), &store, &out, &[]);
     assert!(first.success(), "{}", first.stderr());
 
-    // Read-only from the start: a run that must compute fails at once.
+    // Read-only from the start: a run whose nodes are all cached is served
+    // from the store and writes nothing to it.
     remount(&store_mount, "remount,ro,bind");
+    let runs_before = std::fs::read_dir(store.join("runs")).unwrap().count();
+    let served_out = tmp.path().join("served");
+    let served = run_experiment(Path::new(DEMO), &store, &served_out, &[]);
+    assert!(served.success(), "{}", served.stderr());
+    assert!(
+        served.stderr().contains("no run record was kept"),
+        "{}",
+        served.stderr()
+    );
+    assert_eq!(served.summary()["ran"], 0, "{}", served.stdout());
+    assert_eq!(results_csv(&served_out), results_csv(&out));
+    assert_eq!(
+        std::fs::read_dir(store.join("runs")).unwrap().count(),
+        runs_before,
+        "a served run left a run folder"
+    );
+
+    // A run that must compute fails at once.
     let ro = run_experiment(Path::new(DEMO), &store, &out, &["--set", "data.rows=32"]);
     assert_clean_failure(&ro, &store, "Read-only file system");
     assert!(verify(&store).success(), "verify reads only");

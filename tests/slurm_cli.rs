@@ -235,6 +235,27 @@ fn demo_on_slurm_equals_the_local_run_and_reruns_from_the_store() {
     }
     assert_eq!(count(&all, "scontrol"), 1, "MaxArraySize is read once");
 
+    // Every task noted its key in the run's folder before computing it:
+    // what `gc --force` spares while the run is in progress.
+    let computed = computed_keys(&s.path("store"));
+    assert_eq!(computed.len(), 15, "{computed:?}");
+    let noted: Vec<String> = files_under(&s.path("store").join("runs"), "/keys")
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for key in computed.keys() {
+        assert!(
+            noted.contains(key),
+            "{key} is not noted in the run: {noted:?}"
+        );
+    }
+
     let again = s.on_fake("out2", &[], &[]);
     assert!(again.success(), "{}", again.stderr());
     assert_eq!(again.summary()["cached"], 15);

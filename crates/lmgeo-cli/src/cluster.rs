@@ -256,6 +256,7 @@ pub fn run_node(
         task.key.as_deref(),
         &cancel,
         &Silent,
+        Some(&run_dir.join(lmgeo_dag::scheduler::KEYS_LOG)),
     );
     let key = outcome.key.clone().unwrap_or_else(|| "-".into());
     match &outcome.status {

@@ -297,6 +297,16 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(INVALID));
             }
             let store = Store::open(&cli.store)?;
+            if let Err(unwritable) = store.check_writable() {
+                return serve_from_unwritable_store(
+                    &graph,
+                    &store,
+                    &unwritable,
+                    &out,
+                    &experiment.set,
+                    json,
+                );
+            }
             let user = match cluster::UserConfig::load() {
                 Ok(u) => u,
                 Err(message) => {
@@ -426,6 +436,44 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `lmgeo run` on a store this process cannot write (a shared store mounted
+/// read-only): what is cached is published to `out` and nothing is written to
+/// the store; anything not cached is an error naming the store and the cause.
+fn serve_from_unwritable_store(
+    graph: &Graph,
+    store: &Store,
+    unwritable: &std::io::Error,
+    out: &Path,
+    overrides: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    match lmgeo_dag::serve_cached(graph, store) {
+        Ok(report) => {
+            let summary = publish::collect_results(graph, store, &report, out, overrides)?;
+            print_run_summary(graph, &report, &summary, json);
+            eprintln!(
+                "note: the store {} cannot be written ({unwritable}); every node was cached, so \
+                 the results were served from it and no run record was kept",
+                store.root().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(missing) => {
+            eprintln!(
+                "error: the store {} cannot be written ({unwritable}), and {} of {} nodes are not \
+                 cached in it (first: `{}`); a store that cannot be written only serves cached \
+                 results. Run on a writable store (--store DIR, e.g. a copy of this one), or where \
+                 this store is mounted read-write",
+                store.root().display(),
+                missing.len(),
+                graph.instances.len(),
+                missing[0]
+            );
+            Ok(ExitCode::from(1))
         }
     }
 }

@@ -32,7 +32,9 @@ pub use node::{
 };
 pub use record::{RunRecord, Status};
 pub use registry::Registry;
-pub use scheduler::{NodeOutcome, Observer, PlanStatus, RunOptions, RunReport, plan, run};
+pub use scheduler::{
+    NodeOutcome, Observer, PlanStatus, RunOptions, RunReport, plan, run, serve_cached,
+};
 pub use spec::{Experiment, Overrides, load};
 pub use store::Store;
 pub use value::Scalar;

@@ -405,8 +405,26 @@ impl Store {
             ..current
         };
         let bytes = serde_json::to_vec(&record).expect("stat records serialize");
-        atomic_write(self, &record_path, &bytes)?;
+        // The stat record only saves rehashing next time: a store that cannot
+        // take it (read-only, full) still gets the digest.
+        if let Err(e) = atomic_write(self, &record_path, &bytes) {
+            tracing::debug!("stat record of {} not kept: {e}", absolute.display());
+        }
         Ok(digest)
+    }
+
+    /// Whether this process can write to the store: a file is created in and
+    /// removed from its staging folder. The error says why not (a read-only
+    /// mount, no permission).
+    pub fn check_writable(&self) -> io::Result<()> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let probe = self
+            .root
+            .join("tmp")
+            .join(format!(".writable-{}-{n}", std::process::id()));
+        fs::File::create(&probe)?;
+        let _ = fs::remove_file(&probe);
+        Ok(())
     }
 
     /// A new folder for one run's records.

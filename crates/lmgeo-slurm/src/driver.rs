@@ -472,9 +472,9 @@ pub fn run_attached(
 
     let report = RunReport {
         outcomes,
-        run_dir: options.run_dir.clone(),
+        run_dir: Some(options.run_dir.clone()),
     };
-    lmgeo_dag::RunRecord::of(graph, &report).write(&report.run_dir)?;
+    lmgeo_dag::RunRecord::of(graph, &report).write(&options.run_dir)?;
     Ok(report)
 }
 

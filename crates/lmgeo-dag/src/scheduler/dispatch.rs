@@ -2,12 +2,13 @@
 //! as another executor's worker runs it.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-use super::execute::{Execution, KEYS_LOG, execute};
+use super::execute::{Execution, KEYS_LOG, execute, log_key};
 use super::plan::{key_for, preimage_for};
-use super::{NodeOutcome, Observer, RunOptions, RunReport, Status};
+use super::{NodeOutcome, Observer, PlanStatus, RunOptions, RunReport, Status};
 use crate::graph::Graph;
 use crate::record::RunRecord;
 use crate::store::{Action, Store, StoreError};
@@ -160,9 +161,40 @@ pub fn run(
         }
     });
 
-    let report = RunReport { outcomes, run_dir };
-    RunRecord::of(graph, &report).write(&report.run_dir)?;
+    let report = RunReport {
+        outcomes,
+        run_dir: Some(run_dir.clone()),
+    };
+    RunRecord::of(graph, &report).write(&run_dir)?;
     Ok(report)
+}
+
+/// A run that writes nothing to the store, for a store that can be read but
+/// not written (a shared store mounted read-only): every instance must
+/// already be cached, and no run folder, key note, name record or lock is
+/// made. `Err` lists the instances that are not cached.
+pub fn serve_cached(graph: &Graph, store: &Store) -> Result<RunReport, Vec<String>> {
+    let entries = super::plan(graph, store);
+    let mut outcomes = Vec::with_capacity(entries.len());
+    let mut missing = Vec::new();
+    for entry in entries {
+        let cached = match (&entry.status, &entry.key) {
+            (PlanStatus::Cached, Some(key)) => super::cached_outcome(store, key),
+            _ => None,
+        };
+        match cached {
+            Some(outcome) => outcomes.push(outcome),
+            None => missing.push(entry.instance),
+        }
+    }
+    if missing.is_empty() {
+        Ok(RunReport {
+            outcomes,
+            run_dir: None,
+        })
+    } else {
+        Err(missing)
+    }
 }
 
 /// Runs one instance the way a worker of another executor does (a Slurm
@@ -173,6 +205,11 @@ pub fn run(
 /// `expected_key` is the key the submitter computed: a different key here
 /// means the experiment or an input changed since, and the instance fails
 /// rather than compute something nobody asked for.
+///
+/// `keys_log` is the submitting run's [`KEYS_LOG`]: the instance notes there
+/// its inputs' keys and its own before reading or computing them, as the
+/// local executor does, so that `gc --force` spares them while the run is
+/// in progress.
 pub fn run_instance(
     graph: &Graph,
     store: &Store,
@@ -180,6 +217,7 @@ pub fn run_instance(
     expected_key: Option<&str>,
     cancel: &AtomicBool,
     observer: &dyn Observer,
+    keys_log: Option<&Path>,
 ) -> NodeOutcome {
     let failed = |message: String, key: Option<String>| NodeOutcome {
         status: Status::Failed(message),
@@ -208,6 +246,9 @@ pub fn run_instance(
             .flat_map(|(_, b)| b)
             .all(|b| actions[b.instance].is_some());
         if known && let Ok((key, _)) = key_for(graph, store, upstream, &actions) {
+            if let Some(log) = keys_log {
+                log_key(log, &key);
+            }
             actions[upstream] = store.action(&key);
         }
     }
@@ -245,7 +286,7 @@ pub fn run_instance(
             Err(reason) => return failed(reason, None),
         }
     }
-    match execute(graph, store, index, &direct, observer, cancel, None) {
+    match execute(graph, store, index, &direct, observer, cancel, keys_log) {
         Execution::Finished(outcome) => outcome,
         Execution::CorruptInput { upstream, outcome } => NodeOutcome {
             status: Status::Failed(format!(

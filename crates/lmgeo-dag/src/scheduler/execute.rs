@@ -55,7 +55,7 @@ fn read_metrics(store: &Store, action: &Action) -> Result<Vec<MetricRow>, StoreE
 /// is read or computed: what `gc --force` keeps for a run in progress.
 pub const KEYS_LOG: &str = "keys";
 
-fn log_key(keys_log: &Path, key: &str) {
+pub(super) fn log_key(keys_log: &Path, key: &str) {
     use std::io::Write;
     let appended = std::fs::OpenOptions::new()
         .create(true)

@@ -22,7 +22,7 @@ mod execute;
 mod plan;
 
 pub use crate::record::Status;
-pub use dispatch::{run, run_instance};
+pub use dispatch::{run, run_instance, serve_cached};
 pub use execute::{KEYS_LOG, cached_outcome, peak_rss_kib};
 pub use plan::{PlanEntry, PlanStatus, key_for, plan};
 
@@ -86,7 +86,9 @@ impl Default for RunOptions {
 #[derive(Debug)]
 pub struct RunReport {
     pub outcomes: Vec<NodeOutcome>,
-    pub run_dir: PathBuf,
+    /// The run's folder in the store; `None` for a run served from a store
+    /// that cannot be written ([`serve_cached`]).
+    pub run_dir: Option<PathBuf>,
 }
 
 impl RunReport {
