@@ -37,7 +37,7 @@ use rayon::prelude::*;
 use crate::bootstrap::{BootstrapOptions, Interval};
 use crate::checks;
 use crate::error::{ProbeError, Result};
-use crate::kernels::{dot, mirror_lower, par, row_gram_lower_panels};
+use crate::kernels::{dot, par, row_gram_lower_panels};
 use crate::preprocess::row_norms;
 
 /// Default `threshold` of [`rbf_cka`]: the bandwidth is the median
@@ -612,13 +612,16 @@ fn full_matrix_median_of_lower(s: MatRef<'_, f64>) -> f64 {
 /// read from its first copy. A row's other copies are not excluded: they
 /// are its nearest neighbours (similarity 1).
 ///
+/// The similarity matrix is never held whole: it is computed in panels that
+/// are folded into each row's running top k, so memory is `O(n k)` plus a
+/// fixed budget (256 MiB) whatever `n`.
+///
 /// Errors when `k` is 0 or `k >= n`, on non-finite entries, and on a zero
 /// row (it has no direction).
 pub fn cosine_neighbours(x: MatRef<'_, f64>, k: usize) -> Result<Vec<usize>> {
     checks::data_matrix("representation matrix", x)?;
     check_k(k, x.nrows())?;
-    let s = cosine_similarities(x)?;
-    Ok(neighbour_lists(&s, k))
+    neighbour_lists(x, k)
 }
 
 fn check_k(k: usize, n: usize) -> Result<()> {
@@ -632,15 +635,32 @@ fn check_k(k: usize, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// The full symmetric matrix of cosine similarities and, for every row,
-/// the index of its first bitwise-equal copy after normalisation.
-struct Similarities {
-    s: Mat<f64>,
-    first_copy: Vec<usize>,
+/// Similarities held at once by [`neighbour_lists`]: panels of the
+/// similarity matrix's lower triangle are computed, folded into every row's
+/// running top k and dropped, so memory is `n k` plus this budget, never
+/// `n^2` (100,000 items would need 80 GB).
+const KNN_PANEL_BUDGET_BYTES: usize = 256 << 20;
+/// Columns of the similarity matrix per panel.
+const KNN_PANEL: usize = 128;
+
+/// The top-k of every row of `x` by cosine similarity (row-major), with the
+/// tie and duplicate rules of [`cosine_neighbours`].
+///
+/// Duplicates are handled by computing similarities between distinct rows
+/// only: a row's neighbours are then its own other copies (at its own
+/// similarity, about 1) and the copies of its nearest distinct rows, each
+/// group at one value, so ties among copies follow the index rule exactly.
+/// A distinct row beyond a row's k nearest distinct rows cannot contribute:
+/// each of those k contributes at least its first copy, which ranks before
+/// every copy of the farther row. Keeping k distinct rows per row is enough.
+fn neighbour_lists(x: MatRef<'_, f64>, k: usize) -> Result<Vec<usize>> {
+    neighbour_lists_within(x, k, KNN_PANEL_BUDGET_BYTES)
 }
 
-fn cosine_similarities(x: MatRef<'_, f64>) -> Result<Similarities> {
-    // The unit rows, stored transposed (one contiguous column per row).
+/// [`neighbour_lists`] holding at most about `budget` bytes of similarities
+/// (at least one panel).
+fn neighbour_lists_within(x: MatRef<'_, f64>, k: usize, budget: usize) -> Result<Vec<usize>> {
+    let (n, d) = (x.nrows(), x.ncols());
     let norms = row_norms(x);
     if let Some(row) = norms.iter().position(|&r| r == 0.0) {
         return Err(ProbeError::ZeroRow {
@@ -648,13 +668,121 @@ fn cosine_similarities(x: MatRef<'_, f64>) -> Result<Similarities> {
             after_centring: false,
         });
     }
+    // The unit rows, stored transposed (one contiguous column per row).
     let unit = transposed_with(x, |i, _, v| v / norms[i]);
-    let mut s = row_gram_lower_panels(unit.transpose(), 1.0);
-    mirror_lower(&mut s);
-    Ok(Similarities {
-        s,
-        first_copy: first_copies(&unit),
-    })
+    let first = first_copies(&unit);
+    let distinct: Vec<usize> = (0..n).filter(|&i| first[i] == i).collect();
+    let m = distinct.len();
+    let mut group_of = vec![0usize; n];
+    for (g, &i) in distinct.iter().enumerate() {
+        group_of[i] = g;
+    }
+    let mut copies: Vec<Vec<usize>> = vec![Vec::new(); m];
+    for i in 0..n {
+        group_of[i] = group_of[first[i]];
+        copies[group_of[i]].push(i);
+    }
+    let rows_t = if m == n {
+        unit
+    } else {
+        Mat::from_fn(d, m, |j, g| unit[(j, distinct[g])])
+    };
+    let rows = rows_t.transpose();
+
+    let mut tops: Vec<Vec<(f64, usize)>> = vec![Vec::with_capacity(k + 1); m];
+    let mut own = vec![0f64; m];
+    let starts: Vec<usize> = (0..m).step_by(KNN_PANEL).collect();
+    let per_batch = (budget / (m * KNN_PANEL * 8).max(1)).max(1);
+    for batch in starts.chunks(per_batch) {
+        // Several panels side by side when they fit the budget; one panel
+        // with a parallel product when a single one fills it.
+        let inner = if batch.len() > 1 { Par::Seq } else { par() };
+        let panels: Vec<(usize, Mat<f64>)> = batch
+            .par_iter()
+            .with_max_len(1)
+            .map(|&j0| {
+                let w = KNN_PANEL.min(m - j0);
+                let mut panel = Mat::<f64>::zeros(m - j0, w);
+                matmul(
+                    panel.as_mut(),
+                    Accum::Replace,
+                    rows.subrows(j0, m - j0),
+                    rows.subrows(j0, w).transpose(),
+                    1.0,
+                    inner,
+                );
+                (j0, panel)
+            })
+            .collect();
+        for (j0, panel) in &panels {
+            fold_panel(*j0, panel, &mut tops, &mut own, k);
+        }
+    }
+
+    let mut out = vec![0usize; n * k];
+    out.par_chunks_mut(k).enumerate().for_each(|(i, slot)| {
+        let g = group_of[i];
+        let mut candidates: Vec<(f64, usize)> = Vec::with_capacity(2 * k * (k + 1));
+        for &(v, other) in &tops[g] {
+            candidates.extend(copies[other].iter().take(k).map(|&j| (v, j)));
+        }
+        candidates.extend(
+            copies[g]
+                .iter()
+                .filter(|&&j| j != i)
+                .take(k)
+                .map(|&j| (own[g], j)),
+        );
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (o, (_, j)) in slot.iter_mut().zip(candidates) {
+            *o = j;
+        }
+    });
+    Ok(out)
+}
+
+/// Folds one panel of the lower triangle (rows `j0..m`, columns `j0..j0 +
+/// w` of the distinct rows' similarity matrix) into the running top k of
+/// every row it touches: each strictly lower entry `(r, c)` is a candidate
+/// `c` for row `r` and `r` for row `c`; the diagonal is each row's
+/// similarity to itself (what its copies score).
+fn fold_panel(
+    j0: usize,
+    panel: &Mat<f64>,
+    tops: &mut [Vec<(f64, usize)>],
+    own: &mut [f64],
+    k: usize,
+) {
+    let w = panel.ncols();
+    tops[j0..].par_iter_mut().enumerate().for_each(|(r, top)| {
+        for c in 0..w.min(r) {
+            offer(top, panel[(r, c)], j0 + c, k);
+        }
+    });
+    tops[j0..j0 + w]
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(c, top)| {
+            let column = panel.col_as_slice(c);
+            for (r, &v) in column.iter().enumerate().skip(c + 1) {
+                offer(top, v, j0 + r, k);
+            }
+        });
+    for c in 0..w {
+        own[j0 + c] = panel[(c, c)];
+    }
+}
+
+/// Inserts `(v, candidate)` into a top list of at most `k`, ordered by
+/// decreasing similarity and, among equal ones, increasing index.
+fn offer(top: &mut Vec<(f64, usize)>, v: f64, candidate: usize, k: usize) {
+    let ranks_before = |&(bv, bc): &(f64, usize)| bv > v || (bv == v && bc < candidate);
+    if top.len() == k && ranks_before(&top[k - 1]) {
+        return;
+    }
+    let at = top.partition_point(ranks_before);
+    top.insert(at, (v, candidate));
+    top.truncate(k);
 }
 
 /// For every column of `t` (a row of the matrix it is the transpose of),
@@ -701,33 +829,6 @@ fn first_copies(t: &Mat<f64>) -> Vec<usize> {
     first
 }
 
-/// The top-k of every row (row-major), ties to the lower index.
-fn neighbour_lists(sim: &Similarities, k: usize) -> Vec<usize> {
-    let n = sim.s.nrows();
-    let copies = &sim.first_copy;
-    let mut out = vec![0usize; n * k];
-    out.par_chunks_mut(k).enumerate().for_each(|(i, slot)| {
-        // The matrix is symmetric, so row i is column first_copy[i]: contiguous.
-        let col = sim.s.col_as_slice(copies[i]);
-        let mut best: Vec<(f64, usize)> = Vec::with_capacity(k + 1);
-        for j in (0..n).filter(|&j| j != i) {
-            let v = col[copies[j]];
-            // Candidates arrive in increasing index, so an equal value never
-            // displaces an earlier one: only strictly larger values enter.
-            if best.len() == k && v <= best[k - 1].0 {
-                continue;
-            }
-            let at = best.partition_point(|&(b, _)| b >= v);
-            best.insert(at, (v, j));
-            best.truncate(k);
-        }
-        for (o, (_, j)) in slot.iter_mut().zip(best) {
-            *o = j;
-        }
-    });
-    out
-}
-
 /// Mutual k-nearest-neighbour alignment (Huh et al. 2024, "The Platonic
 /// Representation Hypothesis"): the mean over items `i` of
 /// `|N_X(i) ∩ N_Y(i)| / k`, where `N_X(i)` are the `k` nearest neighbours of
@@ -741,7 +842,7 @@ pub fn mutual_knn(x: MatRef<'_, f64>, y: MatRef<'_, f64>, k: usize) -> Result<f6
     // The two sides are independent; running them side by side lets the
     // sequential steps of one (norms, duplicate detection, mirroring)
     // overlap with the parallel products of the other.
-    let lists = |m: MatRef<'_, f64>| cosine_similarities(m).map(|s| neighbour_lists(&s, k));
+    let lists = |m: MatRef<'_, f64>| neighbour_lists(m, k);
     let (nx, ny) = rayon::join(|| lists(x), || lists(y));
     let (nx, ny) = (nx?, ny?);
     let shared: usize = nx
@@ -1164,19 +1265,61 @@ mod tests {
         let x = scrambled(600, 6, 3);
         let k = 4;
         let got = cosine_neighbours(x.as_ref(), k).unwrap();
-        let unit: Vec<Vec<f64>> = (0..600)
+        assert_eq!(got, brute_force_neighbours(&x, k));
+    }
+
+    /// The documented order, by brute force: similarities between unit
+    /// rows by plain dot products (bitwise-equal rows give bitwise-equal
+    /// values), decreasing, ties to the lower index.
+    fn brute_force_neighbours(x: &Mat<f64>, k: usize) -> Vec<usize> {
+        let (n, d) = (x.nrows(), x.ncols());
+        let unit: Vec<Vec<f64>> = (0..n)
             .map(|i| {
-                let r: Vec<f64> = (0..6).map(|j| x[(i, j)]).collect();
+                let r: Vec<f64> = (0..d).map(|j| x[(i, j)]).collect();
                 let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
                 r.iter().map(|v| v / norm).collect()
             })
             .collect();
-        for i in 0..600 {
-            let mut order: Vec<usize> = (0..600).filter(|&j| j != i).collect();
+        let mut out = Vec::with_capacity(n * k);
+        for i in 0..n {
+            let mut order: Vec<usize> = (0..n).filter(|&j| j != i).collect();
             let sim = |j: usize| dot(&unit[i], &unit[j]);
             order.sort_by(|&a, &b| sim(b).total_cmp(&sim(a)).then(a.cmp(&b)));
-            assert_eq!(&got[i * k..(i + 1) * k], &order[..k], "row {i}");
+            out.extend_from_slice(&order[..k]);
         }
+        out
+    }
+
+    #[test]
+    fn streamed_neighbours_with_duplicates_match_brute_force_at_any_budget() {
+        // A bootstrap-like resample: 300 draws from 120 distinct rows, so
+        // most rows have copies (ties among copies must follow the index).
+        let base = scrambled(120, 5, 4);
+        let x = Mat::from_fn(300, 5, |i, j| base[((i * 37 + i / 7) % 120, j)]);
+        for k in [1, 3, 10] {
+            let want = brute_force_neighbours(&x, k);
+            // One panel per batch (a budget of one byte), and all at once.
+            for budget in [1, KNN_PANEL_BUDGET_BYTES] {
+                let got = neighbour_lists_within(x.as_ref(), k, budget).unwrap();
+                for i in 0..300 {
+                    assert_eq!(
+                        &got[i * k..(i + 1) * k],
+                        &want[i * k..(i + 1) * k],
+                        "row {i}, k {k}, budget {budget}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_row_equal_gives_the_other_rows_in_index_order() {
+        let x = Mat::from_fn(5, 3, |_, j| j as f64 + 1.0);
+        let got = cosine_neighbours(x.as_ref(), 4).unwrap();
+        assert_eq!(
+            got,
+            vec![1, 2, 3, 4, 0, 2, 3, 4, 0, 1, 3, 4, 0, 1, 2, 4, 0, 1, 2, 3]
+        );
     }
 
     #[test]

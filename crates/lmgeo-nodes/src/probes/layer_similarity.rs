@@ -4,7 +4,6 @@
 //! best-matching layer per layer, bootstrap intervals over texts and a
 //! shuffled-pairing null.
 
-use faer::Mat;
 use lmgeo_dag::{
     InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext,
 };
@@ -188,17 +187,18 @@ impl Node for LayerSimilarity {
             )));
         }
         let (layers_a, layers_b) = (a.layer_numbers(), b.layer_numbers());
-        let matrices_b: Vec<Mat<f64>> = layers_b.iter().map(|&l| b.matrix(l, &order_b)).collect();
         let total = (layers_a.len() * layers_b.len()) as u64;
         let mut cells: Vec<Cell2> = Vec::new();
         for (ia, &la) in layers_a.iter().enumerate() {
             let x = a.matrix(la, &order_a);
             // One row of the matrix at a time, its cells in parallel: each
-            // cell's resamples are seeded, so the order changes nothing.
+            // cell's resamples are seeded, so the order changes nothing. A
+            // cell widens its `b` layer to f64 itself, so that only the
+            // running cells' matrices are held, not every layer's.
             let row: Vec<Vec<Cell2>> = layers_b
                 .par_iter()
-                .zip(&matrices_b)
-                .map(|(&lb, y)| {
+                .map(|&lb| {
+                    let y = b.matrix(lb, &order_b);
                     p.measures
                         .iter()
                         .map(|&measure| cell(p, measure, (la, x.as_ref()), (lb, y.as_ref())))
