@@ -26,17 +26,15 @@ fn run_with_plugins(
     out: &Path,
     extra: &[&str],
 ) -> Run {
-    let output = lmgeo_with_plugins(plugin_path)
-        .arg("--store")
-        .arg(store)
-        .arg("run")
-        .arg(file)
-        .arg("--json")
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .expect("lmgeo runs");
+    let output = common::run_args(
+        &mut lmgeo_with_plugins(plugin_path),
+        file,
+        store,
+        out,
+        extra,
+    )
+    .output()
+    .expect("lmgeo runs");
     Run { output }
 }
 

@@ -97,16 +97,9 @@ impl Drop for Running {
 }
 
 fn spawn_run(file: &Path, store: &Path, out: &Path, log: &Path, extra: &[&str]) -> Running {
-    let child = common::lmgeo()
-        .env("COUNT_LOG", log)
-        .arg("--store")
-        .arg(store)
-        .arg("run")
-        .arg(file)
-        .arg("--json")
-        .arg("--out")
-        .arg(out)
-        .args(extra)
+    let mut cmd = common::lmgeo();
+    cmd.env("COUNT_LOG", log);
+    let child = common::run_args(&mut cmd, file, store, out, extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -60,19 +60,29 @@ pub fn run(args: &[&str]) -> Run {
     Run { output }
 }
 
+/// Adds `--store STORE run FILE --json --out OUT EXTRA...` to `cmd`.
+pub fn run_args<'c>(
+    cmd: &'c mut Command,
+    file: &Path,
+    store: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> &'c mut Command {
+    cmd.arg("--store")
+        .arg(store)
+        .arg("run")
+        .arg(file)
+        .arg("--json")
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+}
+
 /// `lmgeo run FILE --json` with a store and output folder.
 pub fn run_experiment(file: &Path, store: &Path, out: &Path, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "--store".to_string(),
-        store.display().to_string(),
-        "run".to_string(),
-        file.display().to_string(),
-        "--json".to_string(),
-        "--out".to_string(),
-        out.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let output = lmgeo().args(&args).output().expect("lmgeo runs");
+    let output = run_args(&mut lmgeo(), file, store, out, extra)
+        .output()
+        .expect("lmgeo runs");
     Run { output }
 }
 

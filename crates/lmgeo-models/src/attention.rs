@@ -88,12 +88,56 @@ impl SendPtr {
     }
 }
 
-/// Scores of a block: `dst[r, j] = sum_c q[r, c] k[j, c]` for `rows` query rows
-/// and `keys` keys of `d` channels; `ld_*` are the row strides.
+/// `dst = a b` for a row-major `a` (`rows x inner`, row stride `ld_a`) and
+/// a `b` (`inner x cols`) given by its row and column strides, into a
+/// row-major `dst` (row stride `ld_dst`): the one gemm call behind both
+/// attention products.
 ///
 /// # Safety
 /// Every pointer must be valid for the rows, columns and strides it is given,
 /// and `dst` not aliased by the inputs or by another thread.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    rows: usize,
+    cols: usize,
+    inner: usize,
+    dst: *mut f32,
+    ld_dst: usize,
+    a: *const f32,
+    ld_a: usize,
+    b: *const f32,
+    b_row_stride: usize,
+    b_col_stride: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            rows,
+            cols,
+            inner,
+            dst,
+            1,
+            ld_dst as isize,
+            false,
+            a,
+            1,
+            ld_a as isize,
+            b,
+            b_col_stride as isize,
+            b_row_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Scores of a block: `dst[r, j] = sum_c q[r, c] k[j, c]` for `rows` query rows
+/// and `keys` keys of `d` channels; `ld_*` are the row strides (`k` is read
+/// transposed). Contract of [`product`].
 #[allow(clippy::too_many_arguments)]
 unsafe fn scores(
     rows: usize,
@@ -106,35 +150,12 @@ unsafe fn scores(
     k: *const f32,
     ld_k: usize,
 ) {
-    // SAFETY: the caller's contract; gemm reads `q` as rows x d, `k`
-    // transposed as d x keys, and writes `dst` as rows x keys.
-    unsafe {
-        gemm::gemm(
-            rows,
-            keys,
-            d,
-            dst,
-            1,
-            ld_dst as isize,
-            false,
-            q,
-            1,
-            ld_q as isize,
-            k,
-            ld_k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    // SAFETY: the caller's contract.
+    unsafe { product(rows, keys, d, dst, ld_dst, q, ld_q, k, 1, ld_k) }
 }
 
-/// Context of a block: `dst[r, c] = sum_j p[r, j] v[j, c]`, the transpose
-/// layout of [`scores`]. Same contract.
+/// Context of a block: `dst[r, c] = sum_j p[r, j] v[j, c]`. Contract of
+/// [`product`].
 #[allow(clippy::too_many_arguments)]
 unsafe fn mix(
     rows: usize,
@@ -147,31 +168,8 @@ unsafe fn mix(
     v: *const f32,
     ld_v: usize,
 ) {
-    // SAFETY: the caller's contract; gemm reads `p` as rows x keys, `v` as
-    // keys x d, and writes `dst` as rows x d.
-    unsafe {
-        gemm::gemm(
-            rows,
-            d,
-            keys,
-            dst,
-            1,
-            ld_dst as isize,
-            false,
-            p,
-            1,
-            ld_p as isize,
-            v,
-            1,
-            ld_v as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    // SAFETY: the caller's contract.
+    unsafe { product(rows, d, keys, dst, ld_dst, p, ld_p, v, ld_v, 1) }
 }
 
 /// Rotary angles as transformers' default (or linearly scaled) rope computes
