@@ -37,7 +37,7 @@ use rayon::prelude::*;
 use crate::bootstrap::{BootstrapOptions, Interval};
 use crate::checks;
 use crate::error::{ProbeError, Result};
-use crate::kernels::{dot, par, row_gram_lower_panels};
+use crate::kernels::{dot, par, row_gram_lower_panels, with_simd};
 use crate::preprocess::row_norms;
 
 /// Default `threshold` of [`rbf_cka`]: the bandwidth is the median
@@ -314,13 +314,17 @@ fn sums_from_lower(k: &Mat<f64>, l: &Mat<f64>) -> [HsicSums; 3] {
 /// them), without ever holding an n x n matrix: the lower triangles are
 /// produced in column panels `K[j0.., j0..j0 + b]` (one sequential matrix
 /// product each, panels spread over rayon's threads), summed, and dropped.
-/// Memory stays `O(n b)` per thread however many items there are, and no
-/// second pass reads the Gram matrices back.
+/// Memory stays `O(n b)` per thread however many items there are (at most
+/// 64 MiB of panels per thread), and no second pass reads the Gram matrices
+/// back. Panels are 256 columns wide where that fits: about 10% faster than
+/// 128 at 2000 x 2048 (narrow panels multiply less efficiently), while wider
+/// ones waste more of the triangle.
 fn gram_panel_sums(xr: MatRef<'_, f64>, yr: MatRef<'_, f64>) -> [HsicSums; 3] {
-    const PANEL: usize = 128;
+    const PANEL_BUDGET_BYTES: usize = 64 << 20;
     let n = xr.nrows();
+    let panel_width = (PANEL_BUDGET_BYTES / (16 * n).max(1)).clamp(32, 256);
     let panel = |j0: usize| -> LowerSums {
-        let (m, w) = (n - j0, PANEL.min(n - j0));
+        let (m, w) = (n - j0, panel_width.min(n - j0));
         let product = |a: MatRef<'_, f64>| {
             let mut p = Mat::<f64>::zeros(m, w);
             matmul(
@@ -340,7 +344,7 @@ fn gram_panel_sums(xr: MatRef<'_, f64>, yr: MatRef<'_, f64>) -> [HsicSums; 3] {
         }
         sums
     };
-    let starts: Vec<usize> = (0..n).step_by(PANEL).collect();
+    let starts: Vec<usize> = (0..n).step_by(panel_width).collect();
     let total = if matches!(par(), Par::Seq) {
         starts
             .into_iter()
@@ -612,9 +616,18 @@ fn full_matrix_median_of_lower(s: MatRef<'_, f64>) -> f64 {
 /// read from its first copy. A row's other copies are not excluded: they
 /// are its nearest neighbours (similarity 1).
 ///
+/// The similarities are f64 dot products of the unit rows, each summed in
+/// one fixed order (so `s(i, j)` is bitwise `s(j, i)`). They are not all
+/// computed in f64: an f32 matrix product (twice the speed) screens every
+/// pair, and only the pairs within twice a rigorous bound of its round-off
+/// of a row's k-th best are recomputed in f64, which cannot miss one of
+/// the f64 top k (see [`screening_window`]). A row with too many pairs in
+/// that window (near-equal similarities that f32 cannot tell apart) has
+/// all of its similarities recomputed in f64.
+///
 /// The similarity matrix is never held whole: it is computed in panels that
-/// are folded into each row's running top k, so memory is `O(n k)` plus a
-/// fixed budget (256 MiB) whatever `n`.
+/// are folded into each row's running candidates, so memory is `O(n k)`
+/// plus a fixed budget (256 MiB) whatever `n`.
 ///
 /// Errors when `k` is 0 or `k >= n`, on non-finite entries, and on a zero
 /// row (it has no direction).
@@ -687,37 +700,14 @@ fn neighbour_lists_within(x: MatRef<'_, f64>, k: usize, budget: usize) -> Result
     } else {
         Mat::from_fn(d, m, |j, g| unit[(j, distinct[g])])
     };
-    let rows = rows_t.transpose();
-
-    let mut tops: Vec<Vec<(f64, usize)>> = vec![Vec::with_capacity(k + 1); m];
-    let mut own = vec![0f64; m];
-    let starts: Vec<usize> = (0..m).step_by(KNN_PANEL).collect();
-    let per_batch = (budget / (m * KNN_PANEL * 8).max(1)).max(1);
-    for batch in starts.chunks(per_batch) {
-        // Several panels side by side when they fit the budget; one panel
-        // with a parallel product when a single one fills it.
-        let inner = if batch.len() > 1 { Par::Seq } else { par() };
-        let panels: Vec<(usize, Mat<f64>)> = batch
-            .par_iter()
-            .with_max_len(1)
-            .map(|&j0| {
-                let w = KNN_PANEL.min(m - j0);
-                let mut panel = Mat::<f64>::zeros(m - j0, w);
-                matmul(
-                    panel.as_mut(),
-                    Accum::Replace,
-                    rows.subrows(j0, m - j0),
-                    rows.subrows(j0, w).transpose(),
-                    1.0,
-                    inner,
-                );
-                (j0, panel)
-            })
-            .collect();
-        for (j0, panel) in &panels {
-            fold_panel(*j0, panel, &mut tops, &mut own, k);
-        }
-    }
+    let tops = screened_neighbours(&rows_t, k, budget);
+    let own: Vec<f64> = (0..m)
+        .into_par_iter()
+        .map(|g| {
+            let row = rows_t.col_as_slice(g);
+            dot(row, row)
+        })
+        .collect();
 
     let mut out = vec![0usize; n * k];
     out.par_chunks_mut(k).enumerate().for_each(|(i, slot)| {
@@ -741,48 +731,251 @@ fn neighbour_lists_within(x: MatRef<'_, f64>, k: usize, budget: usize) -> Result
     Ok(out)
 }
 
-/// Folds one panel of the lower triangle (rows `j0..m`, columns `j0..j0 +
-/// w` of the distinct rows' similarity matrix) into the running top k of
-/// every row it touches: each strictly lower entry `(r, c)` is a candidate
-/// `c` for row `r` and `r` for row `c`; the diagonal is each row's
-/// similarity to itself (what its copies score).
-fn fold_panel(
-    j0: usize,
-    panel: &Mat<f64>,
-    tops: &mut [Vec<(f64, usize)>],
-    own: &mut [f64],
-    k: usize,
-) {
-    let w = panel.ncols();
-    tops[j0..].par_iter_mut().enumerate().for_each(|(r, top)| {
-        for c in 0..w.min(r) {
-            offer(top, panel[(r, c)], j0 + c, k);
+/// Half the width of the f32 screen's window for unit vectors of length
+/// `d`: a bound on `|t - s|` for the f32 product `t` of the f32-rounded
+/// vectors and the f64 dot product `s`, both against the exact inner product
+/// `e` of the f64 unit vectors, whose `sum |a_i b_i|` is at most 1
+/// (Cauchy-Schwarz). Rounding the inputs to f32 moves each product by at
+/// most `(2u + u^2) |a_i b_i|` (`u = 2^-24`); a dot product of length `d`
+/// summed in any order, with or without fused multiply-adds, errs by at
+/// most `gamma_d = d u / (1 - d u)` times `sum |a_i b_i|` (Higham, Accuracy
+/// and Stability of Numerical Algorithms, 3.1); both are within
+/// `gamma_{d+3}`. The f64 sum errs by at most `d 2^-52`, and f32 underflow
+/// by far less than `1e-30`. Infinite when the bound is useless (d in the
+/// millions).
+fn screening_window(d: usize) -> f64 {
+    let u = f64::from(f32::EPSILON) / 2.0;
+    let terms = (d + 3) as f64 * u;
+    if terms >= 0.5 {
+        return f64::INFINITY;
+    }
+    let gamma = terms / (1.0 - terms);
+    gamma * 1.001 + d as f64 * f64::EPSILON + 1e-30
+}
+
+/// The pairs a row keeps while its f32 similarities stream in: every
+/// candidate within `2 delta` of the running k-th best (the final k-th best
+/// is only higher, so nothing dropped is ever needed again).
+struct Screen {
+    candidates: Vec<(f32, u32)>,
+    floor: f64,
+    tighten_at: usize,
+    overflowed: bool,
+}
+
+impl Screen {
+    fn new(k: usize) -> Self {
+        Screen {
+            candidates: Vec::new(),
+            floor: f64::NEG_INFINITY,
+            tighten_at: 2 * k + 16,
+            overflowed: false,
         }
-    });
-    tops[j0..j0 + w]
-        .par_iter_mut()
-        .enumerate()
-        .for_each(|(c, top)| {
-            let column = panel.col_as_slice(c);
-            for (r, &v) in column.iter().enumerate().skip(c + 1) {
-                offer(top, v, j0 + r, k);
-            }
-        });
-    for c in 0..w {
-        own[j0 + c] = panel[(c, c)];
+    }
+
+    fn offer(&mut self, v: f32, candidate: u32, rule: &ScreenRule) {
+        if self.overflowed || f64::from(v) < self.floor {
+            return;
+        }
+        self.candidates.push((v, candidate));
+        if self.candidates.len() >= self.tighten_at {
+            self.tighten(rule, rule.limit);
+        }
+    }
+
+    /// Raises the floor to the k-th best minus the window and drops what
+    /// falls below; gives up on the row (overflow) past `limit` survivors.
+    fn tighten(&mut self, rule: &ScreenRule, limit: usize) {
+        let k = rule.k;
+        if self.candidates.len() > k {
+            let (_, kth, _) = self
+                .candidates
+                .select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+            self.floor = f64::from(kth.0) - rule.window;
+            let floor = self.floor;
+            self.candidates.retain(|&(v, _)| f64::from(v) >= floor);
+        }
+        if self.candidates.len() > limit {
+            self.overflowed = true;
+            self.candidates = Vec::new();
+        }
+        self.tighten_at = (2 * self.candidates.len()).max(2 * k + 16);
     }
 }
 
-/// Inserts `(v, candidate)` into a top list of at most `k`, ordered by
-/// decreasing similarity and, among equal ones, increasing index.
-fn offer(top: &mut Vec<(f64, usize)>, v: f64, candidate: usize, k: usize) {
-    let ranks_before = |&(bv, bc): &(f64, usize)| bv > v || (bv == v && bc < candidate);
-    if top.len() == k && ranks_before(&top[k - 1]) {
-        return;
+/// What every [`Screen`] of one call shares.
+struct ScreenRule {
+    k: usize,
+    /// Twice [`screening_window`]: the k-th best f64 similarity is within
+    /// `delta` of the k-th best f32 one, and each of the f64 top k within
+    /// another `delta` of its own f32 value.
+    window: f64,
+    /// Candidates a row may keep before it is recomputed in f64 whole; keeps
+    /// memory `O(n k)` when near-equal similarities crowd the window.
+    limit: usize,
+}
+
+/// The f64 top k (ties to the lower index) of every column of `rows_t`
+/// (d x m, one unit row per column, no two equal) among the other columns:
+/// f32 panels of the lower triangle of the similarity matrix screen the
+/// candidates (at most about `budget` bytes of them at once), which are
+/// then ranked by their f64 similarities.
+fn screened_neighbours(rows_t: &Mat<f64>, k: usize, budget: usize) -> Vec<Vec<(f64, usize)>> {
+    let (d, m) = (rows_t.nrows(), rows_t.ncols());
+    let rule = ScreenRule {
+        k,
+        window: 2.0 * screening_window(d),
+        limit: 8 * k + 256,
+    };
+    let mut screens: Vec<Screen> = (0..m).map(|_| Screen::new(k)).collect();
+    // Candidates are held as u32 indices; more rows than that would not fit
+    // in memory as f64 anyway, but they are still answered (in f64 whole).
+    if rule.window.is_finite() && u32::try_from(m).is_ok() {
+        let mut rows32_t = Mat::<f32>::zeros(d, m);
+        rows32_t
+            .as_mut()
+            .par_col_chunks_mut(64)
+            .enumerate()
+            .for_each(|(chunk, mut cols)| {
+                for c in 0..cols.ncols() {
+                    let from = rows_t.col_as_slice(chunk * 64 + c);
+                    for (j, &v) in from.iter().enumerate() {
+                        cols[(j, c)] = v as f32;
+                    }
+                }
+            });
+        let rows32 = rows32_t.transpose();
+        let starts: Vec<usize> = (0..m).step_by(KNN_PANEL).collect();
+        let per_batch = (budget / (m * KNN_PANEL * 4).max(1)).max(1);
+        for batch in starts.chunks(per_batch) {
+            // Several panels side by side when they fit the budget; one
+            // panel with a parallel product when a single one fills it.
+            let inner = if batch.len() > 1 { Par::Seq } else { par() };
+            let panels: Vec<(usize, Mat<f32>)> = batch
+                .par_iter()
+                .with_max_len(1)
+                .map(|&j0| {
+                    let w = KNN_PANEL.min(m - j0);
+                    let mut panel = Mat::<f32>::zeros(m - j0, w);
+                    matmul(
+                        panel.as_mut(),
+                        Accum::Replace,
+                        rows32.subrows(j0, m - j0),
+                        rows32.subrows(j0, w).transpose(),
+                        1.0,
+                        inner,
+                    );
+                    (j0, panel)
+                })
+                .collect();
+            for (j0, panel) in &panels {
+                fold_panel(*j0, panel, &mut screens, &rule);
+            }
+        }
+    } else {
+        screens.iter_mut().for_each(|s| s.overflowed = true);
     }
-    let at = top.partition_point(ranks_before);
-    top.insert(at, (v, candidate));
-    top.truncate(k);
+
+    screens
+        .par_iter_mut()
+        .filter(|s| !s.overflowed)
+        .for_each(|s| s.tighten(&rule, usize::MAX));
+    let exact = exact_similarities(rows_t, &screens);
+    let ranked = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    screens
+        .into_par_iter()
+        .enumerate()
+        .map(|(g, screen)| {
+            let mut list: Vec<(f64, usize)> = if screen.overflowed {
+                let row = rows_t.col_as_slice(g);
+                with_simd(|| {
+                    (0..m)
+                        .filter(|&c| c != g)
+                        .map(|c| (dot(row, rows_t.col_as_slice(c)), c))
+                        .collect()
+                })
+            } else {
+                screen
+                    .candidates
+                    .iter()
+                    .map(|&(_, c)| {
+                        let key = pair_key(g, c as usize);
+                        let at = exact.partition_point(|&(other, _)| other < key);
+                        (exact[at].1, c as usize)
+                    })
+                    .collect()
+            };
+            if list.len() > k {
+                list.select_nth_unstable_by(k - 1, ranked);
+                list.truncate(k);
+            }
+            list.sort_by(ranked);
+            list
+        })
+        .collect()
+}
+
+/// `(min, max)` of an unordered pair as one sortable key.
+fn pair_key(a: usize, b: usize) -> u64 {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    ((lo as u64) << 32) | hi as u64
+}
+
+/// The f64 similarity of every pair that some screen kept, sorted by
+/// [`pair_key`]: each pair once however many of its two rows kept it, and
+/// computed in blocks of 256 x 256 rows, so that the rows a block reads
+/// (8 MiB at d = 2048) are reused from cache rather than fetched from
+/// memory once per pair, which bounded the time before.
+fn exact_similarities(rows_t: &Mat<f64>, screens: &[Screen]) -> Vec<(u64, f64)> {
+    const BLOCK: u64 = 256;
+    let mut keys: Vec<u64> = screens
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(g, s)| {
+            s.candidates
+                .iter()
+                .map(move |&(_, c)| pair_key(g, c as usize))
+        })
+        .collect();
+    let block_of = |key: &u64| ((key >> 32) / BLOCK, (key & 0xffff_ffff) / BLOCK, *key);
+    keys.par_sort_unstable_by_key(block_of);
+    keys.dedup();
+    let mut exact: Vec<(u64, f64)> = keys
+        .par_iter()
+        .with_min_len(1024)
+        .map(|&key| {
+            let (a, b) = ((key >> 32) as usize, (key & 0xffff_ffff) as usize);
+            let value = with_simd(|| dot(rows_t.col_as_slice(a), rows_t.col_as_slice(b)));
+            (key, value)
+        })
+        .collect();
+    exact.par_sort_unstable_by_key(|&(key, _)| key);
+    exact
+}
+
+/// Folds one f32 panel of the lower triangle (rows `j0..m`, columns `j0..j0
+/// + w` of the similarity matrix) into the screens of the rows it touches:
+/// each strictly lower entry `(r, c)` is a candidate `c` for row `r` and `r`
+/// for row `c`.
+fn fold_panel(j0: usize, panel: &Mat<f32>, screens: &mut [Screen], rule: &ScreenRule) {
+    let w = panel.ncols();
+    screens[j0..]
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(r, screen)| {
+            for c in 0..w.min(r) {
+                screen.offer(panel[(r, c)], (j0 + c) as u32, rule);
+            }
+        });
+    screens[j0..j0 + w]
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(c, screen)| {
+            let column = panel.col_as_slice(c);
+            for (r, &v) in column.iter().enumerate().skip(c + 1) {
+                screen.offer(v, (j0 + r) as u32, rule);
+            }
+        });
 }
 
 /// For every column of `t` (a row of the matrix it is the transpose of),
@@ -1309,6 +1502,68 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Rows in tight clusters: within a cluster the similarities differ by
+    /// about 1e-10, far below f32's resolution near 1 (6e-8), so the f32
+    /// screen cannot rank them and the f64 recomputation must.
+    fn tight_clusters(clusters: usize, size: usize, d: usize, spread: f64) -> Mat<f64> {
+        let centres = scrambled(clusters, d, 5);
+        let noise = scrambled(clusters * size, d, 6);
+        Mat::from_fn(clusters * size, d, |i, j| {
+            centres[(i % clusters, j)] + spread * noise[(i, j)]
+        })
+    }
+
+    #[test]
+    fn neighbours_closer_than_f32_can_tell_follow_the_f64_similarities() {
+        // Clusters of 10: each row's screen keeps its cluster (within the
+        // window) and stays under the candidate limit.
+        let x = tight_clusters(60, 10, 8, 1e-5);
+        for k in [1, 4, 9] {
+            let got = cosine_neighbours(x.as_ref(), k).unwrap();
+            assert_eq!(got, brute_force_neighbours(&x, k), "k {k}");
+        }
+    }
+
+    #[test]
+    fn rows_with_more_near_ties_than_the_screen_keeps_are_ranked_in_f64_whole() {
+        // One cluster of 320: every row has 319 candidates in the window,
+        // more than the limit of 8 k + 256, so every row overflows.
+        let x = tight_clusters(1, 320, 8, 1e-5);
+        let k = 3;
+        assert!(319 > 8 * k + 256);
+        let got = cosine_neighbours(x.as_ref(), k).unwrap();
+        assert_eq!(got, brute_force_neighbours(&x, k));
+    }
+
+    #[test]
+    fn the_screening_window_bounds_the_f32_round_off() {
+        // Sanity of the bound on real products: random-sign unit rows at two
+        // lengths, the f32 product against the f64 dot products.
+        for d in [3, 700] {
+            let x = scrambled(150, d, 7);
+            let norms = row_norms(x.as_ref());
+            let unit = Mat::from_fn(d, 150, |j, i| x[(i, j)] / norms[i]);
+            let unit32 = Mat::<f32>::from_fn(d, 150, |j, i| unit[(j, i)] as f32);
+            let mut t = Mat::<f32>::zeros(150, 150);
+            matmul(
+                t.as_mut(),
+                Accum::Replace,
+                unit32.transpose(),
+                unit32.as_ref(),
+                1.0,
+                Par::Seq,
+            );
+            let worst = (0..150)
+                .flat_map(|i| (0..150).map(move |j| (i, j)))
+                .map(|(i, j)| {
+                    let s = dot(unit.col_as_slice(i), unit.col_as_slice(j));
+                    (f64::from(t[(i, j)]) - s).abs()
+                })
+                .fold(0.0, f64::max);
+            assert!(worst <= screening_window(d), "d {d}: {worst:e}");
         }
     }
 
