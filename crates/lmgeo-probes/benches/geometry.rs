@@ -39,7 +39,60 @@ fn hidden_like(n: usize, d: usize, base: u64) -> Mat<f64> {
     })
 }
 
+/// Independent fused multiply-add chains on the widest f64 vectors the CPU
+/// has, enough of them to cover the FMA units' latency: this machine's f64
+/// peak, the ceiling for any exact (f64) Gram product.
+struct FmaChains {
+    rounds: u64,
+}
+
+impl pulp::WithSimd for FmaChains {
+    type Output = f64;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> f64 {
+        let (b, c) = (simd.splat_f64s(0.999_999_9), simd.splat_f64s(1e-9));
+        let mut chains = [simd.splat_f64s(1.0); 12];
+        for _ in 0..self.rounds {
+            for chain in &mut chains {
+                *chain = simd.mul_add_f64s(*chain, b, c);
+            }
+        }
+        chains.iter().map(|&v| simd.reduce_sum_f64s(v)).sum()
+    }
+}
+
+/// f64 multiply-adds per second on every rayon thread at once.
+fn f64_fma_peak() -> f64 {
+    let rounds = 50_000_000u64;
+    let lanes = pulp::Arch::new().dispatch(LaneCount);
+    let threads = rayon::current_num_threads();
+    let start = std::time::Instant::now();
+    let sink: f64 = rayon::broadcast(|_| pulp::Arch::new().dispatch(FmaChains { rounds }))
+        .into_iter()
+        .sum();
+    black_box(sink);
+    (threads as u64 * rounds * 12 * lanes as u64) as f64 / start.elapsed().as_secs_f64()
+}
+
+struct LaneCount;
+
+impl pulp::WithSimd for LaneCount {
+    type Output = usize;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> usize {
+        S::F64_LANES
+    }
+}
+
 fn benches(c: &mut Criterion) {
+    eprintln!(
+        "f64 multiply-add peak on {} threads: {:.1} G/s (two n x n Gram products of {ITEMS} x {HIDDEN} take {:.1} G)",
+        rayon::current_num_threads(),
+        f64_fma_peak() / 1e9,
+        (ITEMS * ITEMS * 2 * HIDDEN) as f64 / 2.0 / 1e9,
+    );
     let x = hidden_like(ITEMS, HIDDEN, 1);
     // A second representation that shares the first one's structure.
     let y = &hidden_like(ITEMS, HIDDEN, 11) + &x;
