@@ -189,3 +189,32 @@ fn layer_similarity_bad_inputs_are_clear_errors() {
     assert!(!run.success());
     assert!(run.stderr().contains("lower `k`"), "{}", run.stderr());
 }
+
+/// With room for about three layers at a time (the tiny model's pooled
+/// layer is 6 KiB: groups of two layers of `a` against one of `b`),
+/// `layer_similarity` takes the layers group by group and reads the tables
+/// again for each; the matrix, rows in order, must be the one-pass one.
+#[test]
+fn layer_similarity_in_layer_groups_matches_one_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("similarity.toml");
+    let until_similarity = PIPELINE.split("[nodes.geometry]").next().unwrap();
+    std::fs::write(&file, until_similarity).unwrap();
+    let matrix = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        // A store each: the budget is not part of the key, so a shared store
+        // would serve the second run from the first.
+        let run = run_experiment(
+            &file,
+            &tmp.path().join(format!("{name}-store")),
+            &out,
+            extra,
+        );
+        assert!(run.success(), "{}", run.stderr());
+        lmgeo_tables::read_parquet(&out.join("nodes/similarity/matrix.parquet")).unwrap()
+    };
+    let whole = matrix("whole", &[]);
+    let grouped = matrix("grouped", &["--set", "similarity.max_pooled_mib=0.019"]);
+    assert_eq!(whole.height(), 4 * 4 * 4);
+    assert!(whole.equals_missing(&grouped), "{whole}\n{grouped}");
+}

@@ -19,8 +19,8 @@ use arrow::array::{
     Int32Array, Int32Builder, RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -401,6 +401,56 @@ impl EmbeddingReader {
     }
 }
 
+/// How many texts and which layers an embedding table holds, and its width:
+/// what a reader needs to plan how much of the table to hold at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbeddingShape {
+    pub texts: usize,
+    /// Ascending.
+    pub layers: Vec<i32>,
+    pub hidden: usize,
+}
+
+impl EmbeddingShape {
+    /// Reads only the `text_id` and `layer` columns (the vectors, nearly all
+    /// of the file, are skipped).
+    pub fn of(path: &Path) -> Result<Self, TableError> {
+        let hidden = EmbeddingReader::open(path)?.hidden;
+        let file = File::open(path).map_err(|e| TableError::io(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(64 * 1024);
+        let mask = ProjectionMask::columns(builder.parquet_schema(), ["text_id", "layer"]);
+        let mut texts = std::collections::HashSet::new();
+        let mut layers = std::collections::BTreeSet::new();
+        for batch in builder.with_projection(mask).build()? {
+            let batch = batch?;
+            let column = |name: &str| {
+                batch.column_by_name(name).ok_or_else(|| {
+                    TableError::Invalid(format!("{}: no `{name}` column", path.display()))
+                })
+            };
+            let text_ids = typed_column::<StringArray>(column("text_id")?, "embedding")?;
+            let layer = typed_column::<Int32Array>(column("layer")?, "embedding")?;
+            // Rows come grouped by text, so only a change of text is looked up.
+            let mut last: Option<&str> = None;
+            for r in 0..batch.num_rows() {
+                let id = text_ids.value(r);
+                if last != Some(id) {
+                    if !texts.contains(id) {
+                        texts.insert(id.to_string());
+                    }
+                    last = Some(id);
+                }
+                layers.insert(layer.value(r));
+            }
+        }
+        Ok(Self {
+            texts: texts.len(),
+            layers: layers.into_iter().collect(),
+            hidden,
+        })
+    }
+}
+
 impl Iterator for EmbeddingReader {
     type Item = Result<TextMatrix, TableError>;
 
@@ -509,6 +559,38 @@ mod tests {
             .collect();
         assert_eq!(only_layer_one.len(), 2);
         assert!(only_layer_one.iter().all(|m| m.layer == 1));
+    }
+
+    #[test]
+    fn the_shape_counts_texts_and_layers_without_the_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.parquet");
+        let d = 4;
+        let mut w = EmbeddingWriter::create(&path, d, vec![]).unwrap();
+        for (t, text) in ["x", "y", "z"].iter().enumerate() {
+            for layer in [3, 0, 7] {
+                let (ids, tokens, data, _, _) = matrix(text, layer, 2 + t, d, 0.0);
+                w.push(&MatrixRows {
+                    text_id: text,
+                    text_index: t as u32,
+                    layer,
+                    token_ids: &ids,
+                    tokens: &tokens,
+                    data: &data,
+                })
+                .unwrap();
+            }
+        }
+        w.finish().unwrap();
+        let shape = EmbeddingShape::of(&path).unwrap();
+        assert_eq!(
+            shape,
+            EmbeddingShape {
+                texts: 3,
+                layers: vec![0, 3, 7],
+                hidden: d
+            }
+        );
     }
 
     #[test]

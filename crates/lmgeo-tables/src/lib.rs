@@ -17,7 +17,9 @@ pub use polars::prelude::DataFrame;
 use std::path::{Path, PathBuf};
 
 pub use attention::{AttentionReader, AttentionRow, AttentionWriter};
-pub use embeddings::{EmbeddingReader, EmbeddingWriter, Extraction, MatrixRows, TextMatrix};
+pub use embeddings::{
+    EmbeddingReader, EmbeddingShape, EmbeddingWriter, Extraction, MatrixRows, TextMatrix,
+};
 pub use inspect::{ColumnClass, ColumnInfo, TableInfo, parquet_info};
 pub use results::{ResultRow, results_frame};
 pub use tidy::{

@@ -4,13 +4,15 @@
 //! best-matching layer per layer, bootstrap intervals over texts and a
 //! shuffled-pairing null.
 
+use std::path::Path;
+
 use lmgeo_dag::{
     InputPort, Interface, MetricRow, Node, NodeError, OutputPort, ParamError, RunContext,
 };
 use lmgeo_probes::power_law::BootstrapOptions;
 use lmgeo_probes::similarity::{self, HsicEstimator};
 use lmgeo_report::{Heatmap, NamedFigure, Section, Table, Verdict};
-use lmgeo_tables::{Cell, Record};
+use lmgeo_tables::{Cell, EmbeddingShape, Record};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +67,9 @@ fn default_svcca_variance() -> f64 {
 fn default_level() -> f64 {
     0.95
 }
+fn default_max_pooled_mib() -> f64 {
+    4096.0
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +103,13 @@ pub struct LayerSimilarityParams {
     pub level: f64,
     #[serde(default)]
     pub seed: u64,
+    /// Pooled vectors held at once, both sides together (MiB). When every
+    /// requested layer does not fit, the layers are taken in groups and the
+    /// tables read once per group: the texts may then be far more than all
+    /// layers' vectors would fit in memory. Not part of the key: the result
+    /// does not depend on it.
+    #[serde(default = "default_max_pooled_mib", skip_serializing)]
+    pub max_pooled_mib: f64,
 }
 
 pub struct LayerSimilarity;
@@ -142,6 +154,12 @@ impl Node for LayerSimilarity {
         if p.k == 0 {
             return Err(ParamError::field("k", "must be at least 1"));
         }
+        if !(p.max_pooled_mib > 0.0 && p.max_pooled_mib.is_finite()) {
+            return Err(ParamError::field(
+                "max_pooled_mib",
+                "must be a positive number of MiB",
+            ));
+        }
         if !(p.rbf_threshold > 0.0 && p.rbf_threshold.is_finite()) {
             return Err(ParamError::field(
                 "rbf_threshold",
@@ -176,42 +194,71 @@ impl Node for LayerSimilarity {
     fn run(&self, p: &LayerSimilarityParams, ctx: &mut RunContext<'_>) -> Result<(), NodeError> {
         let table_a = ctx.single_input("a")?.path.clone();
         let table_b = ctx.single_input("b")?.path.clone();
-        let a = PooledLayers::read(&table_a, p.layers_a.resolve("layers_a", &table_a)?, p.pool)?;
-        let b = PooledLayers::read(&table_b, p.layers_b.resolve("layers_b", &table_b)?, p.pool)?;
-        let (order_a, order_b) = pair_texts(&a, &b)?;
-        let n = order_a.len();
-        if p.measures.contains(&Measure::MutualKnn) && p.k >= n {
-            return Err(NodeError::msg(format!(
-                "k = {} needs more than {} texts (mutual k-NN excludes each text itself); lower `k`",
-                p.k, n
-            )));
-        }
-        let (layers_a, layers_b) = (a.layer_numbers(), b.layer_numbers());
-        let total = (layers_a.len() * layers_b.len()) as u64;
+        let side_a = Side::plan(&table_a, &p.layers_a, "layers_a")?;
+        let side_b = Side::plan(&table_b, &p.layers_b, "layers_b")?;
+        let (groups_a, groups_b) =
+            layer_groups(&side_a, &side_b, (p.max_pooled_mib * 1048576.0) as usize);
+        // `b` is read once and kept when all of it fits beside a group of `a`.
+        let kept_b = match groups_b.as_slice() {
+            [only] => Some(PooledLayers::read(&table_b, Some(only.clone()), p.pool)?),
+            _ => None,
+        };
+        let total = (side_a.layers.len() * side_b.layers.len()) as u64;
         let mut cells: Vec<Cell2> = Vec::new();
-        for (ia, &la) in layers_a.iter().enumerate() {
-            let x = a.matrix(la, &order_a);
-            // One row of the matrix at a time, its cells in parallel: each
-            // cell's resamples are seeded, so the order changes nothing. A
-            // cell widens its `b` layer to f64 itself, so that only the
-            // running cells' matrices are held, not every layer's.
-            let row: Vec<Vec<Cell2>> = layers_b
-                .par_iter()
-                .map(|&lb| {
-                    let y = b.matrix(lb, &order_b);
-                    p.measures
-                        .iter()
-                        .map(|&measure| cell(p, measure, (la, x.as_ref()), (lb, y.as_ref())))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .collect::<Result<_, _>>()?;
-            cells.extend(row.into_iter().flatten());
-            ctx.progress(
-                ((ia + 1) * layers_b.len()) as u64,
-                Some(total),
-                "layer pairs",
-            );
+        let mut n = 0;
+        for group_a in &groups_a {
+            let a = PooledLayers::read(&table_a, Some(group_a.clone()), p.pool)?;
+            for group_b in &groups_b {
+                let read_b;
+                let b = match &kept_b {
+                    Some(b) => b,
+                    None => {
+                        read_b = PooledLayers::read(&table_b, Some(group_b.clone()), p.pool)?;
+                        &read_b
+                    }
+                };
+                let (order_a, order_b) = pair_texts(&a, b)?;
+                n = order_a.len();
+                if p.measures.contains(&Measure::MutualKnn) && p.k >= n {
+                    return Err(NodeError::msg(format!(
+                        "k = {} needs more than {} texts (mutual k-NN excludes each text itself); lower `k`",
+                        p.k, n
+                    )));
+                }
+                let layers_b = b.layer_numbers();
+                for &la in &a.layer_numbers() {
+                    let x = a.matrix(la, &order_a);
+                    // One row of the block at a time, its cells in
+                    // parallel: each cell's resamples are seeded, so the
+                    // order changes nothing. A cell widens its `b` layer to
+                    // f64 itself, so that only the running cells' matrices
+                    // are held, not every layer's.
+                    let row: Vec<Vec<Cell2>> = layers_b
+                        .par_iter()
+                        .map(|&lb| {
+                            let y = b.matrix(lb, &order_b);
+                            p.measures
+                                .iter()
+                                .map(|&measure| {
+                                    cell(p, measure, (la, x.as_ref()), (lb, y.as_ref()))
+                                })
+                                .collect::<Result<Vec<_>, _>>()
+                        })
+                        .collect::<Result<_, _>>()?;
+                    cells.extend(row.into_iter().flatten());
+                    ctx.progress(
+                        cells.len() as u64 / p.measures.len() as u64,
+                        Some(total),
+                        "layer pairs",
+                    );
+                }
+            }
         }
+        // Blocks come group by group; the table is by layer of `a`, then of
+        // `b` (a stable sort keeps the measures in their order).
+        cells.sort_by_key(|c| (c.layer_a, c.layer_b));
+        let layers_a = side_a.layers;
+        let layers_b = side_b.layers;
         write_matrix(ctx, &cells, n)?;
         for c in &cells {
             ctx.emit(
@@ -234,6 +281,57 @@ impl Node for LayerSimilarity {
         let section = section(ctx.node_id(), p, &cells, &best, &layers_a, &layers_b, n);
         write_section(ctx, &section)
     }
+}
+
+/// The layers one side compares and what one of them costs to hold.
+struct Side {
+    /// Ascending, each once.
+    layers: Vec<i32>,
+    /// Bytes of one layer's pooled vectors (`texts x hidden` f32).
+    layer_bytes: usize,
+}
+
+impl Side {
+    fn plan(table: &Path, requested: &Layers, field: &str) -> Result<Self, NodeError> {
+        let shape = EmbeddingShape::of(table)?;
+        let mut layers = match requested.resolve(field, table)? {
+            Some(list) => list
+                .into_iter()
+                .filter(|l| shape.layers.contains(l))
+                .collect(),
+            None => shape.layers.clone(),
+        };
+        layers.sort_unstable();
+        layers.dedup();
+        if layers.is_empty() {
+            return Err(NodeError::msg(format!(
+                "{}: no matrix for the requested layers (`{field}`)",
+                table.display()
+            )));
+        }
+        Ok(Self {
+            layers,
+            layer_bytes: shape.texts * shape.hidden * std::mem::size_of::<f32>(),
+        })
+    }
+}
+
+/// Groups of layers of `a` and of `b` such that one group of each fits in
+/// `budget` bytes: one group each when everything fits; otherwise all of
+/// `b` when it fits in half of it (so it is read once), and as many layers
+/// of `a` as the rest allows; at least one layer each, whatever the budget.
+fn layer_groups(a: &Side, b: &Side, budget: usize) -> (Vec<Vec<i32>>, Vec<Vec<i32>>) {
+    let fit = |bytes: usize, room: usize| (room / bytes.max(1)).max(1);
+    let all_b = b.layers.len() * b.layer_bytes;
+    let per_b = if a.layers.len() * a.layer_bytes + all_b <= budget {
+        b.layers.len()
+    } else {
+        fit(b.layer_bytes, budget / 2).min(b.layers.len())
+    };
+    let room_a = budget.saturating_sub(per_b * b.layer_bytes);
+    let per_a = fit(a.layer_bytes, room_a).min(a.layers.len());
+    let groups = |layers: &[i32], size: usize| layers.chunks(size).map(<[i32]>::to_vec).collect();
+    (groups(&a.layers, per_a), groups(&b.layers, per_b))
 }
 
 /// One cell: the score, and its interval and p-value when asked for.
@@ -440,4 +538,45 @@ fn section(
             .map(|(la, lb, v)| vec![la.to_string(), lb.to_string(), format!("{v:.3}")])
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(layers: usize, layer_bytes: usize) -> Side {
+        Side {
+            layers: (0..layers as i32).collect(),
+            layer_bytes,
+        }
+    }
+
+    #[test]
+    fn everything_that_fits_is_one_group_each() {
+        let (a, b) = layer_groups(&side(13, 100), &side(25, 100), 3800);
+        assert_eq!((a.len(), b.len()), (1, 1));
+        assert_eq!((a[0].len(), b[0].len()), (13, 25));
+    }
+
+    #[test]
+    fn b_is_kept_whole_when_it_fits_in_half_and_a_takes_the_rest() {
+        // b: 10 x 100 = 1000 <= 2500; a gets 5000 - 1000 = 4000, 40 layers of 100.
+        let (a, b) = layer_groups(&side(100, 100), &side(10, 100), 5000);
+        assert_eq!(b.len(), 1);
+        assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), vec![40, 40, 20]);
+    }
+
+    #[test]
+    fn groups_cover_every_layer_once_and_never_exceed_the_budget_past_one_layer() {
+        for budget in [1, 150, 999, 1000, 2600, 10_000] {
+            let (sa, sb) = (side(7, 300), side(5, 200));
+            let (a, b) = layer_groups(&sa, &sb, budget);
+            let flat = |g: &[Vec<i32>]| g.concat();
+            assert_eq!(flat(&a), sa.layers, "budget {budget}");
+            assert_eq!(flat(&b), sb.layers, "budget {budget}");
+            let held = a.iter().map(Vec::len).max().unwrap() * 300
+                + b.iter().map(Vec::len).max().unwrap() * 200;
+            assert!(held <= budget.max(500), "budget {budget}: {held}");
+        }
+    }
 }
