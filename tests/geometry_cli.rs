@@ -218,3 +218,37 @@ fn layer_similarity_in_layer_groups_matches_one_pass() {
     assert_eq!(whole.height(), 4 * 4 * 4);
     assert!(whole.equals_missing(&grouped), "{whole}\n{grouped}");
 }
+
+/// Two nodes that differ only in a setting outside the key share one cached
+/// result, report section included (whichever of the two computed it names
+/// the figures); the report still gets both, each named after its own node.
+#[test]
+fn nodes_sharing_one_result_publish_distinct_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("twice.toml");
+    let until_similarity = PIPELINE.split("[nodes.geometry]").next().unwrap();
+    let similarity = until_similarity.split("[nodes.similarity]").nth(1).unwrap();
+    std::fs::write(
+        &file,
+        format!("{until_similarity}\n[nodes.again]{similarity}max_pooled_mib = 64\n"),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let run = run_experiment(&file, &tmp.path().join("store"), &out, &[]);
+    assert!(run.success(), "{}", run.stderr());
+    let figures: Vec<String> = std::fs::read_dir(out.join("figures"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".svg"))
+        .collect();
+    for wanted in ["similarity-matrix.svg", "again-matrix.svg"] {
+        assert!(
+            figures.iter().any(|f| f == wanted),
+            "{wanted} in {figures:?}"
+        );
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for title in ["Layer similarity (similarity)", "Layer similarity (again)"] {
+        assert!(report.contains(title), "{title} in {report}");
+    }
+}

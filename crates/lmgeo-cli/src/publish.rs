@@ -29,6 +29,54 @@ pub fn cell(scalar: &Scalar) -> Cell {
 /// A file name for an instance id (`entropy[model=a,layer=3]` →
 /// `entropy[model=a,layer=3]` with path separators and odd characters
 /// replaced).
+/// Makes a section served from the cache this node's own. A cached result
+/// may have been computed by another node (same kind, parameters and inputs:
+/// in this experiment, differing only in a setting outside the key, or in
+/// another experiment), and sections name their figures and title after the
+/// node that computed them: that node's id, `producer`, is replaced by this
+/// one's. Figures still clashing with one already taken are renamed after
+/// this node, and the section says so.
+fn adopt_section(
+    section: &mut lmgeo_report::Section,
+    producer: Option<&str>,
+    node: &str,
+    taken: &mut std::collections::HashSet<String>,
+) {
+    if let Some(producer) = producer.filter(|p| *p != node) {
+        let prefix = format!("{producer}-");
+        for figure in &mut section.figures {
+            if let Some(rest) = figure.name.strip_prefix(&prefix) {
+                figure.name = format!("{node}-{rest}");
+            }
+        }
+        section.title = section
+            .title
+            .replace(&format!("({producer})"), &format!("({node})"));
+    }
+    let mut renamed = false;
+    for figure in &mut section.figures {
+        let mut name = figure.name.clone();
+        let mut attempt = 1;
+        while taken.contains(&figure_name(&name).to_ascii_lowercase()) {
+            name = match attempt {
+                1 => format!("{node}-{}", figure.name),
+                n => format!("{node}-{}-{n}", figure.name),
+            };
+            attempt += 1;
+        }
+        if name != figure.name {
+            figure.name = name;
+            renamed = true;
+        }
+        taken.insert(figure_name(&figure.name).to_ascii_lowercase());
+    }
+    if renamed {
+        section.notes.push(format!(
+            "Figures of `{node}` are renamed after it: their names were taken by another node's."
+        ));
+    }
+}
+
 fn file_name(id: &str) -> String {
     id.chars()
         .map(|c| match c {
@@ -57,6 +105,7 @@ pub fn collect_results(
     let mut rows = Vec::new();
     let mut records = Vec::new();
     let mut sections = Vec::new();
+    let mut figure_names = std::collections::HashSet::new();
     for (instance, outcome) in graph.instances.iter().zip(&report.outcomes) {
         let mut published = Vec::new();
         if outcome.status.succeeded() {
@@ -134,6 +183,8 @@ pub fn collect_results(
                     if !instance.coords.is_empty() {
                         section.title = format!("{} ({:#})", section.title, instance.coords);
                     }
+                    let producer = outcome.action.as_ref().map(|a| a.node.as_str());
+                    adopt_section(&mut section, producer, &instance.id, &mut figure_names);
                     sections.push(section);
                 }
             }
@@ -308,4 +359,51 @@ fn write_report(
     }
     let written = report.write(out).context("writing the report")?;
     Ok(written.html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lmgeo_report::{LinePlot, NamedFigure, Section, Verdict};
+
+    fn section_of(node: &str) -> Section {
+        let plot = LinePlot {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            x_log: false,
+            y_log: false,
+            series: vec![],
+        };
+        Section::new(format!("Curves ({node})"), "", Verdict::Inconclusive, "")
+            .figure(NamedFigure::new(format!("{node}-curves"), "", plot))
+    }
+
+    #[test]
+    fn a_section_computed_by_another_node_is_renamed_after_this_one() {
+        let mut taken = std::collections::HashSet::new();
+        let mut own = section_of("first");
+        adopt_section(&mut own, Some("first"), "first", &mut taken);
+        let mut shared = section_of("first");
+        adopt_section(&mut shared, Some("first"), "second[k=1]", &mut taken);
+        assert_eq!(shared.figures[0].name, "second[k=1]-curves");
+        assert_eq!(shared.title, "Curves (second[k=1])");
+        assert!(shared.notes.is_empty());
+    }
+
+    #[test]
+    fn names_still_clashing_are_renamed_after_the_node_with_a_note() {
+        let mut taken = std::collections::HashSet::new();
+        let mut first = section_of("x");
+        adopt_section(&mut first, None, "a", &mut taken);
+        // Same name, and no producer to rename from (case differs only).
+        let mut second = section_of("X");
+        adopt_section(&mut second, None, "b", &mut taken);
+        assert_eq!(first.figures[0].name, "x-curves");
+        assert_eq!(second.figures[0].name, "b-X-curves");
+        assert_eq!(second.notes.len(), 1);
+        let mut third = section_of("x");
+        adopt_section(&mut third, None, "b", &mut taken);
+        assert_eq!(third.figures[0].name, "b-x-curves-2");
+    }
 }
