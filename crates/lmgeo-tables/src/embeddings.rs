@@ -476,6 +476,24 @@ mod tests {
         (ids, tokens, data, text.to_string(), layer)
     }
 
+    fn push(
+        w: &mut EmbeddingWriter,
+        text_id: &str,
+        text_index: u32,
+        layer: i32,
+        (token_ids, tokens, data): (&[u32], &[String], &[f32]),
+    ) {
+        w.push(&MatrixRows {
+            text_id,
+            text_index,
+            layer,
+            token_ids,
+            tokens,
+            data,
+        })
+        .unwrap();
+    }
+
     #[test]
     fn the_extraction_record_reads_back_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -518,15 +536,7 @@ mod tests {
             let mut w =
                 EmbeddingWriter::create(path, d, vec![("model".into(), "toy".into())]).unwrap();
             for (i, (ids, tokens, data, text, layer)) in inputs.iter().enumerate() {
-                w.push(&MatrixRows {
-                    text_id: text,
-                    text_index: (i / 2) as u32,
-                    layer: *layer,
-                    token_ids: ids,
-                    tokens,
-                    data,
-                })
-                .unwrap();
+                push(&mut w, text, (i / 2) as u32, *layer, (ids, tokens, data));
             }
             w.finish().unwrap()
         };
@@ -570,15 +580,7 @@ mod tests {
         for (t, text) in ["x", "y", "z"].iter().enumerate() {
             for layer in [3, 0, 7] {
                 let (ids, tokens, data, _, _) = matrix(text, layer, 2 + t, d, 0.0);
-                w.push(&MatrixRows {
-                    text_id: text,
-                    text_index: t as u32,
-                    layer,
-                    token_ids: &ids,
-                    tokens: &tokens,
-                    data: &data,
-                })
-                .unwrap();
+                push(&mut w, text, t as u32, layer, (&ids, &tokens, &data));
             }
         }
         w.finish().unwrap();
@@ -602,15 +604,7 @@ mod tests {
         let (ids, tokens, data, _, _) = matrix("long", 0, n, d, 0.0);
         let mut w = EmbeddingWriter::create(&path, d, vec![]).unwrap();
         for layer in 0..2 {
-            w.push(&MatrixRows {
-                text_id: "long",
-                text_index: 0,
-                layer,
-                token_ids: &ids,
-                tokens: &tokens,
-                data: &data,
-            })
-            .unwrap();
+            push(&mut w, "long", 0, layer, (&ids, &tokens, &data));
         }
         w.finish().unwrap();
         let read: Vec<TextMatrix> = EmbeddingReader::open(&path)
