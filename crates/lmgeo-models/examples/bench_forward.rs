@@ -138,6 +138,54 @@ fn load(name: &str, device: &Device) -> Box<dyn LanguageModel> {
     }
 }
 
+/// Independent fused multiply-add chains on the widest f32 vectors the CPU
+/// has: the ceiling for any f32 forward pass.
+struct FmaChains {
+    rounds: u64,
+}
+
+impl pulp::WithSimd for FmaChains {
+    type Output = (f32, usize);
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> (f32, usize) {
+        let (b, c) = (simd.splat_f32s(0.999_9), simd.splat_f32s(1e-6));
+        let mut chains = [simd.splat_f32s(1.0); 12];
+        for _ in 0..self.rounds {
+            for chain in &mut chains {
+                *chain = simd.mul_add_f32s(*chain, b, c);
+            }
+        }
+        let sum = chains.iter().map(|&v| simd.reduce_sum_f32s(v)).sum();
+        (sum, S::F32_LANES)
+    }
+}
+
+/// f32 multiply-adds per second with `threads` threads at once.
+fn f32_fma_peak(threads: usize) -> f64 {
+    let rounds = 50_000_000u64;
+    let start = Instant::now();
+    let lanes: usize = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| s.spawn(move || pulp::Arch::new().dispatch(FmaChains { rounds })))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| std::hint::black_box(w.join().unwrap()).1)
+            .sum()
+    });
+    (rounds * 12 * lanes as u64) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Multiply-adds of one forward pass over `n` tokens: every weight of the
+/// blocks once per token, and the attention products (`Q K^T` and the mix,
+/// full n x n as eager attention computes them) in every layer.
+fn forward_multiply_adds(info: &lmgeo_models::ModelInfo, n: usize) -> f64 {
+    let weights = info.n_params_non_embedding as f64 * n as f64;
+    let attention = 2.0 * info.n_layers as f64 * (n * n) as f64 * info.hidden_size as f64;
+    weights + attention
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let device: DeviceChoice = match args.iter().position(|a| a == "--device") {
@@ -173,9 +221,12 @@ fn main() {
     let tok = HfTokenizer::from_file(&minilm_dir().join("tokenizer.json"))
         .expect("the MiniLM tokenizer provides the token ids");
     let texts = token_texts(&tok, n_tokens, repeats + 1);
+    let threads = candle_core::utils::get_num_threads();
+    let peak = f32_fma_peak(threads);
     println!(
-        "threads: {} (candle), tokens per forward: {n_tokens}, timed runs: {repeats} (+1 warm-up)",
-        candle_core::utils::get_num_threads()
+        "threads: {threads} (candle), tokens per forward: {n_tokens}, timed runs: {repeats} (+1 warm-up); \
+         f32 multiply-add peak on {threads} threads: {:.1} G/s",
+        peak / 1e9
     );
     let request = ForwardRequest {
         attention: AttentionCapture::All,
@@ -204,14 +255,18 @@ fn main() {
         times.sort_by(f64::total_cmp);
         cpu.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
+        let work = forward_multiply_adds(model.info(), n_tokens);
         println!(
-            "{name:<20} {:>7.0} tokens/s  (median {:.0} ms, min {:.0} ms, CPU {:.2} s/forward; load {:.1} s; peak RSS so far {:.0} MiB)",
+            "{name:<20} {:>7.0} tokens/s  (median {:.0} ms, min {:.0} ms, CPU {:.2} s/forward; load {:.1} s; peak RSS so far {:.0} MiB; \
+             {:.2} G multiply-adds per forward, {:.0}% of the f32 peak)",
             n_tokens as f64 / median,
             median * 1e3,
             times[0] * 1e3,
             cpu[cpu.len() / 2],
             load_s,
-            peak_rss_mib()
+            peak_rss_mib(),
+            work / 1e9,
+            100.0 * work / median / peak
         );
     }
 }
