@@ -190,6 +190,11 @@ fn layer_similarity_bad_inputs_are_clear_errors() {
     assert!(run.stderr().contains("lower `k`"), "{}", run.stderr());
 }
 
+/// The texts, the extraction and the `similarity` node of [`PIPELINE`].
+fn pipeline_until_similarity() -> &'static str {
+    PIPELINE.split("[nodes.geometry]").next().unwrap()
+}
+
 /// With room for about three layers at a time (the tiny model's pooled
 /// layer is 6 KiB: groups of two layers of `a` against one of `b`),
 /// `layer_similarity` takes the layers group by group and reads the tables
@@ -198,7 +203,7 @@ fn layer_similarity_bad_inputs_are_clear_errors() {
 fn layer_similarity_in_layer_groups_matches_one_pass() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("similarity.toml");
-    let until_similarity = PIPELINE.split("[nodes.geometry]").next().unwrap();
+    let until_similarity = pipeline_until_similarity();
     std::fs::write(&file, until_similarity).unwrap();
     let matrix = |name: &str, extra: &[&str]| {
         let out = tmp.path().join(name);
@@ -226,7 +231,7 @@ fn layer_similarity_in_layer_groups_matches_one_pass() {
 fn nodes_sharing_one_result_publish_distinct_figures() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("twice.toml");
-    let until_similarity = PIPELINE.split("[nodes.geometry]").next().unwrap();
+    let until_similarity = pipeline_until_similarity();
     let similarity = until_similarity.split("[nodes.similarity]").nth(1).unwrap();
     std::fs::write(
         &file,

@@ -29,6 +29,16 @@ pub fn cell(scalar: &Scalar) -> Cell {
 /// A file name for an instance id (`entropy[model=a,layer=3]` →
 /// `entropy[model=a,layer=3]` with path separators and odd characters
 /// replaced).
+fn file_name(id: &str) -> String {
+    id.chars()
+        .map(|c| match c {
+            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect()
+}
+
 /// Makes a section served from the cache this node's own. A cached result
 /// may have been computed by another node (same kind, parameters and inputs:
 /// in this experiment, differing only in a setting outside the key, or in
@@ -75,16 +85,6 @@ fn adopt_section(
             "Figures of `{node}` are renamed after it: their names were taken by another node's."
         ));
     }
-}
-
-fn file_name(id: &str) -> String {
-    id.chars()
-        .map(|c| match c {
-            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
-            c if c.is_control() => '_',
-            c => c,
-        })
-        .collect()
 }
 
 /// Writes `results.parquet`, `results.csv`, the published node outputs under

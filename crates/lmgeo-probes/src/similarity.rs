@@ -810,9 +810,16 @@ struct ScreenRule {
     /// `delta` of the k-th best f32 one, and each of the f64 top k within
     /// another `delta` of its own f32 value.
     window: f64,
-    /// Candidates a row may keep before it is recomputed in f64 whole; keeps
-    /// memory `O(n k)` when near-equal similarities crowd the window.
+    /// Candidates a row may keep before it is recomputed in f64 whole
+    /// ([`candidate_limit`]).
     limit: usize,
+}
+
+/// Candidates a row of a top-`k` screen may keep before it is recomputed in
+/// f64 whole; keeps memory `O(n k)` when near-equal similarities crowd the
+/// window.
+fn candidate_limit(k: usize) -> usize {
+    8 * k + 256
 }
 
 /// The f64 top k (ties to the lower index) of every column of `rows_t`
@@ -825,20 +832,21 @@ fn screened_neighbours(rows_t: &Mat<f64>, k: usize, budget: usize) -> Vec<Vec<(f
     let rule = ScreenRule {
         k,
         window: 2.0 * screening_window(d),
-        limit: 8 * k + 256,
+        limit: candidate_limit(k),
     };
     let mut screens: Vec<Screen> = (0..m).map(|_| Screen::new(k)).collect();
     // Candidates are held as u32 indices; more rows than that would not fit
     // in memory as f64 anyway, but they are still answered (in f64 whole).
     if rule.window.is_finite() && u32::try_from(m).is_ok() {
+        const ROWS_PER_TASK: usize = 64;
         let mut rows32_t = Mat::<f32>::zeros(d, m);
         rows32_t
             .as_mut()
-            .par_col_chunks_mut(64)
+            .par_col_chunks_mut(ROWS_PER_TASK)
             .enumerate()
             .for_each(|(chunk, mut cols)| {
                 for c in 0..cols.ncols() {
-                    let from = rows_t.col_as_slice(chunk * 64 + c);
+                    let from = rows_t.col_as_slice(chunk * ROWS_PER_TASK + c);
                     for (j, &v) in from.iter().enumerate() {
                         cols[(j, c)] = v as f32;
                     }
@@ -1033,8 +1041,8 @@ pub fn mutual_knn(x: MatRef<'_, f64>, y: MatRef<'_, f64>, k: usize) -> Result<f6
     paired(x, y, 2, "mutual kNN")?;
     check_k(k, x.nrows())?;
     // The two sides are independent; running them side by side lets the
-    // sequential steps of one (norms, duplicate detection, mirroring)
-    // overlap with the parallel products of the other.
+    // sequential steps of one (norms, duplicate detection, the screens'
+    // bookkeeping) overlap with the parallel products of the other.
     let lists = |m: MatRef<'_, f64>| neighbour_lists(m, k);
     let (nx, ny) = rayon::join(|| lists(x), || lists(y));
     let (nx, ny) = (nx?, ny?);
@@ -1530,10 +1538,10 @@ mod tests {
     #[test]
     fn rows_with_more_near_ties_than_the_screen_keeps_are_ranked_in_f64_whole() {
         // One cluster of 320: every row has 319 candidates in the window,
-        // more than the limit of 8 k + 256, so every row overflows.
+        // more than the screen keeps, so every row overflows.
         let x = tight_clusters(1, 320, 8, 1e-5);
         let k = 3;
-        assert!(319 > 8 * k + 256);
+        assert!(319 > candidate_limit(k), "the premise of this test");
         let got = cosine_neighbours(x.as_ref(), k).unwrap();
         assert_eq!(got, brute_force_neighbours(&x, k));
     }

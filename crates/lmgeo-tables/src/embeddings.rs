@@ -273,6 +273,25 @@ impl Extraction {
     }
 }
 
+/// The length of the `vector` column's lists: the hidden size. An error
+/// when the file has no such column (it is not an embedding table).
+fn vector_width<T>(
+    builder: &parquet::arrow::arrow_reader::ArrowReaderBuilder<T>,
+    path: &Path,
+) -> Result<usize, TableError> {
+    match builder
+        .schema()
+        .field_with_name("vector")
+        .map(|f| f.data_type().clone())
+    {
+        Ok(DataType::FixedSizeList(_, size)) => Ok(size as usize),
+        _ => Err(TableError::Invalid(format!(
+            "{} is not an lmgeo embedding table (no fixed-size `vector` column)",
+            path.display()
+        ))),
+    }
+}
+
 /// Reads an embedding table back as one matrix per (text, layer).
 pub struct EmbeddingReader {
     batches: ParquetRecordBatchReader,
@@ -297,19 +316,7 @@ impl EmbeddingReader {
                     .collect()
             })
             .unwrap_or_default();
-        let hidden = match builder
-            .schema()
-            .field_with_name("vector")
-            .map(|f| f.data_type().clone())
-        {
-            Ok(DataType::FixedSizeList(_, size)) => size as usize,
-            _ => {
-                return Err(TableError::Invalid(format!(
-                    "{} is not an lmgeo embedding table (no fixed-size `vector` column)",
-                    path.display()
-                )));
-            }
-        };
+        let hidden = vector_width(&builder, path)?;
         Ok(Self {
             batches: builder.build()?,
             hidden,
@@ -415,9 +422,9 @@ impl EmbeddingShape {
     /// Reads only the `text_id` and `layer` columns (the vectors, nearly all
     /// of the file, are skipped).
     pub fn of(path: &Path) -> Result<Self, TableError> {
-        let hidden = EmbeddingReader::open(path)?.hidden;
         let file = File::open(path).map_err(|e| TableError::io(path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(64 * 1024);
+        let hidden = vector_width(&builder, path)?;
         let mask = ProjectionMask::columns(builder.parquet_schema(), ["text_id", "layer"]);
         let mut texts = std::collections::HashSet::new();
         let mut layers = std::collections::BTreeSet::new();
