@@ -39,6 +39,7 @@ mod decoder;
 mod device;
 mod hf_common;
 mod kernels;
+mod packed_gemm;
 mod tensor_ops;
 
 // Loading models and tokenizers.

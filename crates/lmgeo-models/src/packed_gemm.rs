@@ -1,0 +1,512 @@
+//! `y = x W^T + b` against a weight packed once, when the model loads.
+//!
+//! Profiling a GPT-NeoX forward (128 tokens, one thread) put a fifth of its
+//! time in the `gemm` crate's packing of the weight operand: `gemm` packs
+//! both operands on every call, and a weight is the larger one (768 x 2304
+//! against 128 x 768 activations). A model's weights never change, so here
+//! they are laid out for the micro-kernel once, at load, and each product
+//! packs only the activations. The micro-kernel itself is the usual one for
+//! AVX2: a 6 x 16 tile of the output in twelve registers.
+//!
+//! Every output element is summed by one micro-kernel in a fixed order (depth
+//! blocks of [`KC`], in order), whatever the number of threads: the threads
+//! split the output's columns, never the sum. Results therefore do not depend
+//! on `RAYON_NUM_THREADS`. They do depend on the instruction set (the AVX2
+//! path fuses multiply and add, the portable one rounds twice), by a few f32
+//! ulps of the sum.
+//!
+//! Where it is used: [`pays_here`] says so for CPUs with AVX2 and FMA but not
+//! AVX-512. With AVX-512, candle's `gemm` (built with `x86-v4`) runs 16-lane
+//! micro-kernels, twice this one's width, which outweighs the packing saved;
+//! an AVX-512 variant of this kernel waits for a machine to test it on. On
+//! other architectures `gemm`'s own SIMD kernels stay in use.
+
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+use crate::kernels::with_f32;
+
+/// Output columns per packed panel: two AVX2 registers.
+const NR: usize = 16;
+/// Output rows per micro-kernel: 6 x 2 accumulators, 2 weight loads and one
+/// broadcast use 15 of the 16 AVX2 registers.
+const MR: usize = 6;
+/// Depth of one pass: a KC x NR slice of a panel (16 KiB) stays in L1.
+const KC: usize = 256;
+/// Rows of activations per pass. Each pass reads every weight panel it
+/// multiplies once more, from memory for a model's weights, so passes are
+/// long: up to 516 rows, a whole 512-token text, take one. Their MC x KC
+/// block of activations (516 KiB) lives in L2 and L3; measured on Zen 3, 258 or
+/// 132 rows, which keep it in L2, were 10-25 % slower on 512-row products.
+const MC: usize = 86 * MR;
+
+/// Whether products against a [`PackedWeight`] beat candle's matmul on this
+/// CPU (see the module notes).
+pub(crate) fn pays_here() -> bool {
+    // For A/B measurements against candle's matmul on the same build.
+    if std::env::var_os("LMGEO_NO_PACKED_GEMM").is_some() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        matches!(Kernel::detect(), Kernel::Avx2Fma)
+            && !std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `W^T` of a linear layer, `(k, n)`, stored as `ceil(n / NR)` panels of NR
+/// columns each, row after row (`k x NR`, contiguous), the last panel padded
+/// with zeros.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedWeight {
+    k: usize,
+    n: usize,
+    panels: Vec<f32>,
+}
+
+impl PackedWeight {
+    /// From a weight in the checkpoint's `(out, in)` = `(n, k)` row-major
+    /// layout.
+    pub fn from_out_in(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "weight is not {n} x {k}");
+        let n_panels = n.div_ceil(NR);
+        let mut panels = vec![0f32; n_panels * k * NR];
+        panels
+            .par_chunks_mut((k * NR).max(1))
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for lane in 0..NR.min(n - p * NR) {
+                    let row = &w[(p * NR + lane) * k..][..k];
+                    for (i, &v) in row.iter().enumerate() {
+                        panel[i * NR + lane] = v;
+                    }
+                }
+            });
+        Self { k, n, panels }
+    }
+
+    /// From a candle weight in the checkpoint's `(out, in)` layout.
+    pub fn from_tensor(w: &Tensor) -> candle_core::Result<Self> {
+        let (out, inner) = w.dims2()?;
+        let values = w.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        Ok(Self::from_out_in(&values, out, inner))
+    }
+
+    /// `x W^T (+ bias)` for a CPU tensor `x` of shape `(..., k)`; the result
+    /// has shape `(..., n)`.
+    pub fn forward(&self, x: &Tensor, bias: Option<&[f32]>) -> candle_core::Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        match dims.last_mut() {
+            Some(last) if *last == self.k => *last = self.n,
+            _ => candle_core::bail!(
+                "a linear layer of input width {} applied to {dims:?}",
+                self.k
+            ),
+        }
+        let rows = x.elem_count() / self.k.max(1);
+        let y = with_f32(x, |data| self.matmul(data, rows, bias))?;
+        Tensor::from_vec(y, dims, x.device())
+    }
+
+    /// `x W^T (+ bias)` for `x` row-major `(m, k)`; the result is row-major
+    /// `(m, n)`.
+    pub fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        self.matmul_with(Kernel::detect(), x, m, bias)
+    }
+
+    fn matmul_with(&self, kernel: Kernel, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        let (k, n) = (self.k, self.n);
+        assert_eq!(x.len(), m * k, "input is not {m} x {k}");
+        if let Some(b) = bias {
+            assert_eq!(b.len(), n, "bias is not {n} long");
+        }
+        let mut out = vec![0f32; m * n];
+        if m == 0 || n == 0 {
+            return out;
+        }
+        if k == 0 {
+            if let Some(b) = bias {
+                out.chunks_mut(n).for_each(|row| row.copy_from_slice(b));
+            }
+            return out;
+        }
+        let packed_x = pack_rows(x, m, k);
+        let n_panels = n.div_ceil(NR);
+        let tasks = rayon::current_num_threads().clamp(1, n_panels);
+        let dst = OutPtr(out.as_mut_ptr());
+        let job = |t: usize| {
+            let panels = t * n_panels / tasks..(t + 1) * n_panels / tasks;
+            // SAFETY: task t writes only the columns of its own panels, and
+            // `out` outlives every task.
+            unsafe { self.panels_into(kernel, &packed_x, m, panels, bias, dst) }
+        };
+        if tasks == 1 {
+            job(0);
+        } else {
+            (0..tasks).into_par_iter().for_each(job);
+        }
+        out
+    }
+
+    /// Computes the output columns of `panels` into `dst` (`m x n`).
+    ///
+    /// # Safety
+    /// `dst` must point to `m * n` writable floats that no one else writes
+    /// in these columns meanwhile.
+    unsafe fn panels_into(
+        &self,
+        kernel: Kernel,
+        packed_x: &[f32],
+        m: usize,
+        panels: std::ops::Range<usize>,
+        bias: Option<&[f32]>,
+        dst: OutPtr,
+    ) {
+        let (k, n) = (self.k, self.n);
+        for m0 in (0..m).step_by(MC) {
+            let mc = MC.min(m - m0);
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                for p in panels.clone() {
+                    let cols = NR.min(n - p * NR);
+                    let bias = bias.map(|b| &b[p * NR..][..cols]);
+                    let b = &self.panels[p * k * NR + k0 * NR..][..kc * NR];
+                    for r0 in (m0..m0 + mc).step_by(MR) {
+                        let rows = MR.min(m - r0);
+                        let a = &packed_x[k0 * m.next_multiple_of(MR) + (r0 / MR) * kc * MR..]
+                            [..kc * MR];
+                        let tile = Tile {
+                            // SAFETY: (r0, p * NR) lies inside the m x n output.
+                            c: unsafe { dst.0.add(r0 * n + p * NR) },
+                            ldc: n,
+                            rows,
+                            cols,
+                            first: k0 == 0,
+                            bias,
+                        };
+                        // SAFETY: `a` and `b` hold kc steps; the tile is ours.
+                        unsafe { kernel.run(kc, a, b, &tile) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `x` (`m x k`, row-major) cut into depth blocks of [`KC`] columns; each
+/// depth block holds `ceil(m / MR)` micro-panels of MR rows, each stored
+/// column after column (`kc x MR`), so the micro-kernel reads its six
+/// broadcasts from one cache line and the micro-panels one pass reads lie
+/// next to each other (one stream for the prefetcher, few pages for the
+/// TLB). Rows past `m` are zero.
+fn pack_rows(x: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let blocks = m.div_ceil(MR);
+    let mut packed = vec![0f32; blocks * MR * k];
+    let mut rest = packed.as_mut_slice();
+    let mut panels = Vec::with_capacity(blocks * k.div_ceil(KC));
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        for blk in 0..blocks {
+            let (panel, tail) = rest.split_at_mut(kc * MR);
+            panels.push((k0, kc, blk, panel));
+            rest = tail;
+        }
+    }
+    panels
+        .into_par_iter()
+        .with_min_len(8)
+        .for_each(|(k0, kc, blk, dst)| {
+            for r in 0..MR.min(m - blk * MR) {
+                let row = &x[(blk * MR + r) * k + k0..][..kc];
+                for (i, &v) in row.iter().enumerate() {
+                    dst[i * MR + r] = v;
+                }
+            }
+        });
+    packed
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint columns through it (see `matmul`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Where one micro-kernel's MR x NR result goes: `rows x cols` of it are
+/// real. On the first depth block the tile is written (plus the bias), on
+/// later ones added.
+struct Tile<'a> {
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    first: bool,
+    bias: Option<&'a [f32]>,
+}
+
+impl Tile<'_> {
+    /// Stores `acc` (row-major MR x NR) into the real part of the tile.
+    ///
+    /// # Safety
+    /// `c` must address a `rows x cols` block with row stride `ldc`.
+    unsafe fn store(&self, acc: &[f32; MR * NR]) {
+        for r in 0..self.rows {
+            // SAFETY: the caller's contract.
+            let row =
+                unsafe { std::slice::from_raw_parts_mut(self.c.add(r * self.ldc), self.cols) };
+            let acc = &acc[r * NR..][..self.cols];
+            if self.first {
+                match self.bias {
+                    Some(b) => row
+                        .iter_mut()
+                        .zip(acc.iter().zip(b))
+                        .for_each(|(o, (&v, &b))| *o = v + b),
+                    None => row.copy_from_slice(acc),
+                }
+            } else {
+                row.iter_mut().zip(acc).for_each(|(o, &v)| *o += v);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+    Portable,
+}
+
+impl Kernel {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Kernel::Avx2Fma;
+        }
+        Kernel::Portable
+    }
+
+    /// # Safety
+    /// `a` and `b` hold `kc` steps of MR and NR values; `tile` as in
+    /// [`Tile::store`].
+    unsafe fn run(self, kc: usize, a: &[f32], b: &[f32], tile: &Tile<'_>) {
+        debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+        match self {
+            // SAFETY: detected above; the slices are long enough.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => unsafe { kernel_avx2(kc, a.as_ptr(), b.as_ptr(), tile) },
+            Kernel::Portable => unsafe { kernel_portable(kc, a, b, tile) },
+        }
+    }
+}
+
+/// The 6 x 16 tile in twelve AVX2 registers, one multiply-add per weight
+/// pair and row per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, tile: &Tile<'_>) {
+    use std::arch::x86_64::*;
+    // The tile is read (later depth blocks) or written at the end; asking
+    // for its lines now hides their latency behind the kc steps.
+    for r in 0..tile.rows {
+        let row = tile.c.wrapping_add(r * tile.ldc).cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR * 4 - 1));
+    }
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    for i in 0..kc {
+        // SAFETY: i < kc, and the packed operands hold kc steps.
+        unsafe {
+            let b0 = _mm256_loadu_ps(b.add(i * NR));
+            let b1 = _mm256_loadu_ps(b.add(i * NR + 8));
+            let ai = a.add(i * MR);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let ar = _mm256_broadcast_ss(&*ai.add(r));
+                acc[0] = _mm256_fmadd_ps(ar, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(ar, b1, acc[1]);
+            }
+        }
+    }
+    if tile.rows == MR && tile.cols == NR {
+        for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: a whole tile lies inside the output.
+            unsafe {
+                let c = tile.c.add(r * tile.ldc);
+                let (mut v0, mut v1) = (acc[0], acc[1]);
+                if tile.first {
+                    if let Some(bias) = tile.bias {
+                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(bias.as_ptr()));
+                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(bias.as_ptr().add(8)));
+                    }
+                } else {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(c));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(c.add(8)));
+                }
+                _mm256_storeu_ps(c, v0);
+                _mm256_storeu_ps(c.add(8), v1);
+            }
+        }
+    } else {
+        let mut spill = [0f32; MR * NR];
+        for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: spill has MR rows of NR.
+            unsafe {
+                _mm256_storeu_ps(spill.as_mut_ptr().add(r * NR), acc[0]);
+                _mm256_storeu_ps(spill.as_mut_ptr().add(r * NR + 8), acc[1]);
+            }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { tile.store(&spill) };
+    }
+}
+
+/// The same tile without SIMD intrinsics (the compiler vectorises the inner
+/// loop for the baseline instruction set).
+unsafe fn kernel_portable(kc: usize, a: &[f32], b: &[f32], tile: &Tile<'_>) {
+    let mut acc = [0f32; MR * NR];
+    for i in 0..kc {
+        let bi = &b[i * NR..][..NR];
+        for r in 0..MR {
+            let ar = a[i * MR + r];
+            for (o, &w) in acc[r * NR..][..NR].iter_mut().zip(bi) {
+                *o += ar * w;
+            }
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { tile.store(&acc) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SplitMix64 mapped to [-1, 1).
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The product in f64, from the checkpoint layout, as the reference.
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Vec<f64> {
+        let mut out = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = bias.map_or(0.0, |b| f64::from(b[j]));
+                for t in 0..k {
+                    s += f64::from(x[i * k + t]) * f64::from(w[j * k + t]);
+                }
+                out[i * n + j] = s;
+            }
+        }
+        out
+    }
+
+    fn check(m: usize, k: usize, n: usize, with_bias: bool) {
+        let x = values(m * k, 1 + m as u64);
+        let w = values(n * k, 7 + n as u64);
+        let b = values(n, 3);
+        let bias = with_bias.then_some(b.as_slice());
+        let packed = PackedWeight::from_out_in(&w, n, k);
+        let got = packed.matmul(&x, m, bias);
+        let want = reference(&x, &w, bias, m, k, n);
+        // Each term is below 1 in magnitude; f32 summation of k of them errs
+        // by at most about k * 2^-24 * sum|terms|, far below this bound.
+        let tol = 1e-6 * (k as f64 + 1.0);
+        for (idx, (&g, &r)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(g) - r).abs() <= tol,
+                "{m}x{k}x{n} bias {with_bias}: element {idx} is {g}, reference {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_an_f64_reference_on_edge_shapes() {
+        // Shapes off every block size: rows past MR and MC, columns past NR,
+        // depth past KC, and the degenerate ones.
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 5, 17),
+            (5, 3, 15),
+            (6, 16, 16),
+            (7, 257, 33),
+            (13, 300, 40),
+            (MC + 5, KC * 2 + 3, 3 * NR + 1),
+            (128, 768, 96),
+        ] {
+            check(m, k, n, false);
+            check(m, k, n, true);
+        }
+    }
+
+    #[test]
+    fn empty_operands_give_the_bias_or_nothing() {
+        let packed = PackedWeight::from_out_in(&[], 3, 0);
+        assert_eq!(
+            packed.matmul(&[], 2, Some(&[1.0, 2.0, 3.0])),
+            vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]
+        );
+        let packed = PackedWeight::from_out_in(&[1.0; 8], 2, 4);
+        assert!(packed.matmul(&[], 0, None).is_empty());
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let (m, k, n) = (50, 600, 200);
+        let x = values(m * k, 11);
+        let w = values(n * k, 12);
+        let packed = PackedWeight::from_out_in(&w, n, k);
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| packed.matmul(&x, m, None))
+        };
+        let one = run(1);
+        for threads in [2, 3, 5] {
+            assert!(
+                one.iter()
+                    .zip(run(threads))
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{threads} threads changed the result"
+            );
+        }
+    }
+
+    #[test]
+    fn both_kernels_agree_within_rounding() {
+        let (m, k, n) = (9, 300, 40);
+        let x = values(m * k, 21);
+        let w = values(n * k, 22);
+        let b = values(n, 23);
+        let packed = PackedWeight::from_out_in(&w, n, k);
+        let portable = packed.matmul_with(Kernel::Portable, &x, m, Some(&b));
+        let detected = packed.matmul_with(Kernel::detect(), &x, m, Some(&b));
+        for (p, d) in portable.iter().zip(&detected) {
+            assert!((p - d).abs() <= 1e-4, "portable {p} against detected {d}");
+        }
+    }
+}
