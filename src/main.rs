@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    lmgeo_nodes::model::keep_freed_buffers_for_reuse();
     match lmgeo_nodes::registry_with_plugins() {
         Ok(registry) => lmgeo_cli::main_with(registry),
         Err(e) => {

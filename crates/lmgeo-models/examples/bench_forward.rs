@@ -187,6 +187,7 @@ fn forward_multiply_adds(info: &lmgeo_models::ModelInfo, n: usize) -> f64 {
 }
 
 fn main() {
+    lmgeo_models::allocator::keep_freed_buffers_for_reuse();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let device: DeviceChoice = match args.iter().position(|a| a == "--device") {
         Some(i) => {

@@ -59,6 +59,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() {
+    lmgeo_models::allocator::keep_freed_buffers_for_reuse();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut tokens = 512usize;
     let mut n_texts = 4usize;

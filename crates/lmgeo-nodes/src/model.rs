@@ -38,6 +38,9 @@ pub enum WeightsParam {
 /// Which end of a long text survives truncation (the end by default: the
 /// last token is what the analyses study).
 pub use lmgeo_data::Keep;
+/// The heap policy for processes that run forwards (see
+/// [`lmgeo_models::allocator`]); binaries call it first thing in `main`.
+pub use lmgeo_models::allocator::keep_freed_buffers_for_reuse;
 
 /// How texts become token sequences; shared by `extract` and `ablate` so
 /// that token positions mean the same in both.

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    lmgeo_nodes::model::keep_freed_buffers_for_reuse();
     match lmgeo_nodes::registry_with_plugins() {
         Ok(mut registry) => {
             registry.register(lmgeo_probe_example::ParticipationRatio);
