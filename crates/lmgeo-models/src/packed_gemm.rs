@@ -124,19 +124,16 @@ impl PackedWeight {
         if let Some(b) = bias {
             assert_eq!(b.len(), n, "bias is not {n} long");
         }
-        let mut out = vec![0f32; m * n];
-        if m == 0 || n == 0 {
-            return out;
-        }
-        if k == 0 {
-            if let Some(b) = bias {
-                out.chunks_mut(n).for_each(|row| row.copy_from_slice(b));
-            }
-            return out;
+        if m == 0 || n == 0 || k == 0 {
+            let row = bias.map_or_else(|| vec![0f32; n], <[f32]>::to_vec);
+            return row.repeat(m);
         }
         let packed_x = pack_rows(x, m, k);
         let n_panels = n.div_ceil(NR);
         let tasks = rayon::current_num_threads().clamp(1, n_panels);
+        // Not zeroed: the first depth block writes every element before any
+        // is read (a memory pass saved per product).
+        let mut out = Vec::<f32>::with_capacity(m * n);
         let dst = OutPtr(out.as_mut_ptr());
         let job = |t: usize| {
             let panels = t * n_panels / tasks..(t + 1) * n_panels / tasks;
@@ -149,6 +146,9 @@ impl PackedWeight {
         } else {
             (0..tasks).into_par_iter().for_each(job);
         }
+        // SAFETY: the tasks' panels cover all n columns, and each task's
+        // first depth block stored all m rows of them.
+        unsafe { out.set_len(m * n) };
         out
     }
 
@@ -252,23 +252,24 @@ impl Tile<'_> {
     /// Stores `acc` (row-major MR x NR) into the real part of the tile.
     ///
     /// # Safety
-    /// `c` must address a `rows x cols` block with row stride `ldc`.
+    /// `c` must address a `rows x cols` block with row stride `ldc`, written
+    /// by no one else meanwhile; on the first depth block it may be
+    /// uninitialised (it is only written), on later ones it holds the sums so
+    /// far.
     unsafe fn store(&self, acc: &[f32; MR * NR]) {
         for r in 0..self.rows {
-            // SAFETY: the caller's contract.
-            let row =
-                unsafe { std::slice::from_raw_parts_mut(self.c.add(r * self.ldc), self.cols) };
-            let acc = &acc[r * NR..][..self.cols];
-            if self.first {
-                match self.bias {
-                    Some(b) => row
-                        .iter_mut()
-                        .zip(acc.iter().zip(b))
-                        .for_each(|(o, (&v, &b))| *o = v + b),
-                    None => row.copy_from_slice(acc),
+            // SAFETY: the caller's contract; the row has `cols` elements.
+            let row = unsafe { self.c.add(r * self.ldc) };
+            for (j, &v) in acc[r * NR..][..self.cols].iter().enumerate() {
+                // SAFETY: j < cols; on the first depth block nothing is read.
+                unsafe {
+                    let o = row.add(j);
+                    match (self.first, self.bias) {
+                        (true, Some(b)) => o.write(v + b[j]),
+                        (true, None) => o.write(v),
+                        (false, _) => o.write(o.read() + v),
+                    }
                 }
-            } else {
-                row.iter_mut().zip(acc).for_each(|(o, &v)| *o += v);
             }
         }
     }
