@@ -99,6 +99,14 @@ pub(crate) fn erf(x: f32) -> f32 {
     }
     let small = TWO_OVER_SQRT_PI * x * series;
 
+    let large = (1.0 - erfc_nonnegative(z)).copysign(x);
+    if z < 1.0 { small } else { large }
+}
+
+/// erfc(z) for z >= 0 with fractional error below 1.2e-7: Numerical Recipes'
+/// Chebyshev-fitted `erfcc`.
+#[inline(always)]
+fn erfc_nonnegative(z: f32) -> f32 {
     let t = 1.0 / (1.0 + 0.5 * z);
     let poly = -1.265_512_2
         + t * (1.000_023_7
@@ -108,9 +116,7 @@ pub(crate) fn erf(x: f32) -> f32 {
                         + t * (0.278_868_07
                             + t * (-1.135_204
                                 + t * (1.488_515_9 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let erfc = t * exp(-z * z + poly);
-    let large = (1.0 - erfc).copysign(x);
-    if z < 1.0 { small } else { large }
+    t * exp(-z * z + poly)
 }
 
 #[inline(always)]
@@ -125,9 +131,17 @@ fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + tanh(BETA * (x + KAPPA * x * x * x)))
 }
 
+/// `x Phi(x)` through erfc alone: `1 + erf(u)` is `2 - erfc(u)` for u >= 0
+/// and `erfc(-u)` below, so one branch serves every x. erf's small-argument
+/// series (which [`erf`] needs for its relative accuracy near 0) is not
+/// needed here: GELU multiplies by x, and erfc's 1.2e-7 fractional error
+/// becomes a relative error of the same size in the result. About 40 % less
+/// work per element than going through [`erf`].
 #[inline(always)]
 fn gelu_erf(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+    let erfc = erfc_nonnegative(x.abs() * std::f32::consts::FRAC_1_SQRT_2);
+    let one_plus_erf = if x >= 0.0 { 2.0 - erfc } else { erfc };
+    0.5 * x * one_plus_erf
 }
 
 #[inline(always)]
@@ -405,6 +419,19 @@ mod tests {
         assert!(worst < 2e-7, "erf off by {worst:e}");
         assert!((erf(4.0) - 0.999_999_98).abs() < 2e-7);
         assert_eq!(erf(0.0), 0.0);
+        // GELU against x (1 + erf(x / sqrt 2)) / 2 with the f64 series, where
+        // it converges (|x| <= 3.5), relative to max(|x|, 1e-3).
+        let mut x = -3.5f32;
+        let mut worst = 0f64;
+        while x <= 3.5 {
+            let xd = f64::from(x);
+            let want = 0.5 * xd * (1.0 + taylor(xd / 2f64.sqrt()));
+            let mut got = [x];
+            activate_in_place(Activation::GeluErf, &mut got);
+            worst = worst.max((f64::from(got[0]) - want).abs() / xd.abs().max(1e-3));
+            x += 0.0007;
+        }
+        assert!(worst < 5e-7, "GELU off by {worst:e} (relative)");
         let mut v = vec![-3.0f32, -1.0, 0.0, 0.5, 2.0, 10.0];
         activate_in_place(Activation::GeluErf, &mut v);
         let expected = [
