@@ -3,6 +3,7 @@
 //!
 //! ```ignore
 //! fn main() -> std::process::ExitCode {
+//!     lmgeo_nodes::model::keep_freed_buffers_for_reuse(); // as `lmgeo` does
 //!     let mut registry = lmgeo_nodes::builtin_registry();
 //!     registry.register(my_probe::ParticipationRatio);
 //!     lmgeo_cli::main_with(registry)
