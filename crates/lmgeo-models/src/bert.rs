@@ -13,11 +13,12 @@ use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 use crate::activation::Activation;
 use crate::attention::{QkvLayout, attend};
 use crate::hf_common::{
-    ConfigReader, Dense, Tensors, assemble, attention_rows, check_tokens, pad_batch, read_json,
+    ConfigReader, Tensors, assemble, attention_rows, check_tokens, pad_batch, read_json,
     split_sequences,
 };
 use crate::init::{InitFn, InitRule, random_var_builder};
 use crate::kernels::with_f32;
+use crate::packed_gemm::Dense;
 use crate::tensor_ops::{self, Ops, Visibility};
 use crate::{ForwardOutput, ForwardRequest, LanguageModel, LogitsCapture, ModelError, ModelInfo};
 

@@ -26,7 +26,7 @@ use crate::attention::{
 use crate::gguf::{GgufFile, GgufNaming, GgufWeights, LoadOptions, WeightFormat};
 use crate::init::{InitFn, InitRule};
 use crate::kernels::with_f32;
-use crate::packed_gemm::{self, PackedWeight};
+use crate::packed_gemm::Dense;
 use crate::tensor_ops::{self, DecoderAttention, Ops, Rotary};
 use crate::{
     AttentionCapture, F32Matrix, ForwardOutput, ForwardRequest, LogitsCapture, ModelError,
@@ -335,13 +335,8 @@ impl<'a> GgufDecoderKeys<'a> {
 /// format.
 #[derive(Debug, Clone)]
 enum Proj {
-    /// `W^T`, `(in, out)`, contiguous. gemm multiplies by a weight in this
-    /// layout without repacking it on every call, which is measurably faster
-    /// (~1.5x at 64 rows on this CPU) than the `(out, in)` layout of the
-    /// checkpoint seen through a transposed view.
-    Transposed(Tensor),
-    /// Packed once for the CPU kernel of `packed_gemm.rs`, where that pays.
-    Packed(PackedWeight),
+    /// A dense weight, packed or transposed once at load.
+    Dense(Dense),
     /// `W`, `(out, in)`, as stored: only for the tied unembedding, which
     /// would otherwise be held twice.
     AsStored(Tensor),
@@ -351,16 +346,12 @@ enum Proj {
 impl Proj {
     /// From a Hugging Face `(out, in)` weight.
     fn dense(w: &Tensor) -> candle_core::Result<Self> {
-        if w.device().is_cpu() && packed_gemm::pays_here() {
-            return Ok(Proj::Packed(PackedWeight::from_tensor(w)?));
-        }
-        Ok(Proj::Transposed(w.t()?.contiguous()?))
+        Ok(Proj::Dense(Dense::new(w, None)?))
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Proj::Transposed(wt) => x.matmul(wt),
-            Proj::Packed(w) => w.forward(x, None),
+            Proj::Dense(w) => w.forward(x),
             Proj::AsStored(w) => x.matmul(&w.t()?),
             Proj::Quant(q) => q.forward(x),
         }

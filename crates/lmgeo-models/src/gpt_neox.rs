@@ -16,11 +16,12 @@ use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 use crate::activation::Activation;
 use crate::attention::{QkvLayout, RopeInPlace, attend};
 use crate::hf_common::{
-    ConfigReader, Dense, RowSelection, Tensors, assemble, attention_rows, check_tokens, last_rows,
+    ConfigReader, RowSelection, Tensors, assemble, attention_rows, check_tokens, last_rows,
     pad_batch, read_json, split_sequences,
 };
 use crate::init::{InitFn, InitRule, random_var_builder};
 use crate::kernels::with_f32;
+use crate::packed_gemm::Dense;
 use crate::tensor_ops::{self, Ops, Rotary, Visibility};
 use crate::{
     F32Matrix, ForwardOutput, ForwardRequest, LanguageModel, LogitsCapture, ModelError, ModelInfo,

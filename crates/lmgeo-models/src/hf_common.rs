@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::activation::Activation;
 use crate::kernels::with_f32;
-use crate::packed_gemm::{self, PackedWeight};
+use crate::packed_gemm::Dense;
 
 use crate::{AttentionCapture, F32Matrix, ForwardOutput, LogitsCapture, ModelError};
 
@@ -299,65 +299,4 @@ pub(crate) fn assemble(
             },
         })
         .collect()
-}
-
-/// A linear layer `x W^T + b`. On a CPU where it pays (AVX2 without AVX-512,
-/// [`crate::packed_gemm::pays_here`]) its weight is packed once for
-/// [`PackedWeight::matmul`]: candle's matmul repacks the weight on every call,
-/// a fifth of a forward pass. Otherwise it keeps `W` transposed, `(in, out)`
-/// and contiguous, for candle's matmul.
-pub(crate) struct Dense {
-    weight: DenseWeight,
-}
-
-enum DenseWeight {
-    Packed {
-        weight: PackedWeight,
-        bias: Option<Vec<f32>>,
-    },
-    Transposed {
-        weight_t: Tensor,
-        bias: Option<Tensor>,
-    },
-}
-
-impl Dense {
-    /// `weight` in the checkpoint's `(out, in)` layout.
-    pub fn new(weight: &Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
-        let weight = if weight.device().is_cpu() && packed_gemm::pays_here() {
-            DenseWeight::Packed {
-                weight: PackedWeight::from_tensor(weight)?,
-                bias: bias
-                    .map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>())
-                    .transpose()?,
-            }
-        } else {
-            DenseWeight::Transposed {
-                weight_t: weight.t()?.contiguous()?,
-                bias,
-            }
-        };
-        Ok(Self { weight })
-    }
-
-    /// `(..., in)` to `(..., out)`.
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match &self.weight {
-            DenseWeight::Packed { weight, bias } => weight.forward(x, bias.as_deref()),
-            DenseWeight::Transposed { weight_t, bias } => {
-                let dims = x.dims();
-                let (inner, rows) = (dims[dims.len() - 1], x.elem_count() / dims[dims.len() - 1]);
-                let y = x.contiguous()?.reshape((rows, inner))?.matmul(weight_t)?;
-                let y = match bias {
-                    Some(b) => y.broadcast_add(b)?,
-                    None => y,
-                };
-                let mut out_dims = dims.to_vec();
-                *out_dims
-                    .last_mut()
-                    .expect("a tensor with at least one axis") = weight_t.dim(1)?;
-                y.reshape(out_dims)
-            }
-        }
-    }
 }
