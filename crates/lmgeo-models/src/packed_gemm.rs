@@ -21,6 +21,10 @@
 //! micro-kernels, twice this one's width, which outweighs the packing saved;
 //! an AVX-512 variant of this kernel waits for a machine to test it on. On
 //! other architectures `gemm`'s own SIMD kernels stay in use.
+//!
+//! The same micro-kernel also runs the attention products of whole
+//! sequences ([`product_in_place`]): there the small operand (a head's keys
+//! or values) is packed per call and the large one read in place.
 
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
@@ -408,18 +412,164 @@ impl Kernel {
         match self {
             // SAFETY: detected above; the slices are long enough.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma => unsafe { kernel_avx2(kc, a.as_ptr(), b.as_ptr(), tile) },
-            Kernel::Portable => unsafe { kernel_portable(kc, a, b, tile) },
+            Kernel::Avx2Fma => unsafe { kernel_avx2::<false>(kc, a.as_ptr(), 0, b.as_ptr(), tile) },
+            Kernel::Portable => unsafe { kernel_portable(kc, |r, i| a[i * MR + r], b, tile) },
+        }
+    }
+
+    /// As [`Kernel::run`], with `a` read in place: row `r` of the tile at
+    /// `a + r * lda`, `kc` values each, for the tile's `rows` rows only.
+    ///
+    /// # Safety
+    /// Those rows must be readable; `b` and `tile` as in [`Kernel::run`].
+    unsafe fn run_in_place(self, kc: usize, a: *const f32, lda: usize, b: &[f32], tile: &Tile<'_>) {
+        debug_assert!(b.len() >= kc * NR && tile.rows >= 1);
+        match self {
+            // SAFETY: detected above; the caller's contract.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => unsafe { kernel_avx2::<true>(kc, a, lda, b.as_ptr(), tile) },
+            // SAFETY: the caller's contract; rows past the tile's repeat its
+            // last row, whose sums are never stored.
+            Kernel::Portable => unsafe {
+                let last = tile.rows - 1;
+                kernel_portable(kc, |r, i| *a.add(r.min(last) * lda + i), b, tile)
+            },
+        }
+    }
+}
+
+/// Whether [`product_in_place`] runs the packed kernel's instruction set
+/// here: where the packed weights do ([`pays_here`]), asked once.
+pub(crate) fn in_place_products_pay() -> bool {
+    static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PAYS.get_or_init(pays_here)
+}
+
+/// `dst = a b` on the calling thread, for a row-major `a` (`m x depth`, row
+/// stride `lda`) read in place and a `b` (`depth x n`, element `(i, j)` at
+/// `b[i * b_row + j * b_col]`) packed here, into a row-major `dst` (row
+/// stride `ldc`): the attention products `Q K^T` and the mix with `V`,
+/// where `b` (one head's keys or values) is the small operand and `a` (a
+/// block of probabilities, in the mix) the large one, which packing would
+/// copy. Sums run over `depth` in blocks of [`KC`] in order, whatever the
+/// caller's threads.
+///
+/// # Safety
+/// `a`, `b` and `dst` must be valid for the rows, columns and strides given,
+/// and `dst` neither aliased by the inputs nor written by anyone else
+/// meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product_in_place(
+    m: usize,
+    n: usize,
+    depth: usize,
+    dst: *mut f32,
+    ldc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    b_row: usize,
+    b_col: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        product_in_place_with(
+            Kernel::detect(),
+            m,
+            n,
+            depth,
+            dst,
+            ldc,
+            a,
+            lda,
+            b,
+            b_row,
+            b_col,
+        )
+    }
+}
+
+/// [`product_in_place`] on a given kernel.
+///
+/// # Safety
+/// That of [`product_in_place`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_in_place_with(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    depth: usize,
+    dst: *mut f32,
+    ldc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    b_row: usize,
+    b_col: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if depth == 0 {
+        for r in 0..m {
+            // SAFETY: row r of dst has n elements (the caller's contract).
+            unsafe { dst.add(r * ldc).write_bytes(0, n) };
+        }
+        return;
+    }
+    let n_panels = n.div_ceil(NR);
+    let mut panels = vec![0f32; n_panels * depth * NR];
+    for (p, panel) in panels.chunks_exact_mut(depth * NR).enumerate() {
+        let lanes = NR.min(n - p * NR);
+        // Step by step, so that V (b_col = 1) is read a row at a time and
+        // the keys of K^T (b_row = 1) stay in 16 cache lines for 16 steps.
+        for (i, step) in panel.chunks_exact_mut(NR).enumerate() {
+            for (lane, value) in step[..lanes].iter_mut().enumerate() {
+                // SAFETY: (i, p * NR + lane) lies inside b.
+                *value = unsafe { *b.add(i * b_row + (p * NR + lane) * b_col) };
+            }
+        }
+    }
+    for k0 in (0..depth).step_by(KC) {
+        let kc = KC.min(depth - k0);
+        for r0 in (0..m).step_by(MR) {
+            let rows = MR.min(m - r0);
+            for p in 0..n_panels {
+                let tile = Tile {
+                    // SAFETY: (r0, p * NR) lies inside the m x n output.
+                    c: unsafe { dst.add(r0 * ldc + p * NR) },
+                    ldc,
+                    rows,
+                    cols: NR.min(n - p * NR),
+                    first: k0 == 0,
+                    bias: None,
+                };
+                let b = &panels[p * depth * NR + k0 * NR..][..kc * NR];
+                // SAFETY: rows r0.. of a hold columns k0..k0 + kc; the tile
+                // lies inside dst.
+                unsafe { kernel.run_in_place(kc, a.add(r0 * lda + k0), lda, b, &tile) };
+            }
         }
     }
 }
 
 /// The 6 x 16 tile in twelve AVX2 registers, one multiply-add per weight
-/// pair and row per step.
+/// pair and row per step. `a` is packed (`kc` steps of MR values) or, with
+/// `IN_PLACE`, the tile's first row of a row-major matrix of row stride
+/// `lda`, of which only the tile's `rows` rows are read.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, tile: &Tile<'_>) {
+unsafe fn kernel_avx2<const IN_PLACE: bool>(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    tile: &Tile<'_>,
+) {
     use std::arch::x86_64::*;
+    // Rows past the tile's real ones repeat its last row (their sums are
+    // never stored), so that nothing outside the matrix is read.
+    let row_start: [usize; MR] = std::array::from_fn(|r| r.min(tile.rows - 1) * lda);
     // The tile is read (later depth blocks) or written at the end; asking
     // for its lines now hides their latency behind the kc steps.
     for r in 0..tile.rows {
@@ -433,9 +583,12 @@ unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, tile: &Tile<'_>) 
         unsafe {
             let b0 = _mm256_loadu_ps(b.add(i * NR));
             let b1 = _mm256_loadu_ps(b.add(i * NR + 8));
-            let ai = a.add(i * MR);
             for (r, acc) in acc.iter_mut().enumerate() {
-                let ar = _mm256_broadcast_ss(&*ai.add(r));
+                let ar = if IN_PLACE {
+                    _mm256_broadcast_ss(&*a.add(row_start[r] + i))
+                } else {
+                    _mm256_broadcast_ss(&*a.add(i * MR + r))
+                };
                 acc[0] = _mm256_fmadd_ps(ar, b0, acc[0]);
                 acc[1] = _mm256_fmadd_ps(ar, b1, acc[1]);
             }
@@ -475,13 +628,19 @@ unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, tile: &Tile<'_>) 
 }
 
 /// The same tile without SIMD intrinsics (the compiler vectorises the inner
-/// loop for the baseline instruction set).
-unsafe fn kernel_portable(kc: usize, a: &[f32], b: &[f32], tile: &Tile<'_>) {
+/// loop for the baseline instruction set); `a_at(r, i)` is row r's value at
+/// step i.
+unsafe fn kernel_portable(
+    kc: usize,
+    a_at: impl Fn(usize, usize) -> f32,
+    b: &[f32],
+    tile: &Tile<'_>,
+) {
     let mut acc = [0f32; MR * NR];
     for i in 0..kc {
         let bi = &b[i * NR..][..NR];
         for r in 0..MR {
-            let ar = a[i * MR + r];
+            let ar = a_at(r, i);
             for (o, &w) in acc[r * NR..][..NR].iter_mut().zip(bi) {
                 *o += ar * w;
             }
@@ -602,6 +761,72 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{threads} threads changed the result"
             );
+        }
+    }
+
+    #[test]
+    fn in_place_products_match_an_f64_reference() {
+        // Both attention layouts of b: K^T (b_row = 1, b_col = a row stride)
+        // and V (b_row = a row stride, b_col = 1), on shapes off every block
+        // size, a and dst inside wider rows (dst's other columns must stay).
+        for kernel in [Kernel::Portable, Kernel::detect()] {
+            for &(m, n, depth) in &[
+                (1, 1, 1),
+                (5, 17, 3),
+                (6, 16, 32),
+                (13, 40, KC + 7),
+                (40, 3, 2 * KC + 1),
+                (4, 9, 0),
+            ] {
+                for keys_layout in [true, false] {
+                    let (lda, ldb, ldc) = (depth + 3, n.max(depth) + 5, n + 4);
+                    let a = values(m * lda, 31 + m as u64);
+                    let (b_rows, b_row, b_col) = if keys_layout {
+                        (n, 1, ldb)
+                    } else {
+                        (depth, ldb, 1)
+                    };
+                    let b = values(b_rows * ldb + 1, 37 + n as u64);
+                    let mut dst = vec![7.5f32; m * ldc];
+                    // SAFETY: every row, column and stride lies inside the
+                    // buffers just made.
+                    unsafe {
+                        product_in_place_with(
+                            kernel,
+                            m,
+                            n,
+                            depth,
+                            dst.as_mut_ptr(),
+                            ldc,
+                            a.as_ptr(),
+                            lda,
+                            b.as_ptr(),
+                            b_row,
+                            b_col,
+                        )
+                    };
+                    let tol = 1e-6 * (depth as f64 + 1.0);
+                    for r in 0..m {
+                        for j in 0..ldc {
+                            let got = f64::from(dst[r * ldc + j]);
+                            if j >= n {
+                                assert_eq!(got, 7.5, "column {j} past the product was written");
+                                continue;
+                            }
+                            let want: f64 = (0..depth)
+                                .map(|i| {
+                                    f64::from(a[r * lda + i]) * f64::from(b[i * b_row + j * b_col])
+                                })
+                                .sum();
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{m}x{n}x{depth} keys layout {keys_layout}: ({r}, {j}) is {got}, \
+                                 reference {want}"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 
