@@ -280,5 +280,29 @@ fn main() {
             work / 1e9,
             100.0 * work / median / peak
         );
+        // The block's four product shapes (both models here have 4x MLPs)
+        // alone, best of 10: the ceiling the forward's share is set against.
+        // The peak is measured again next to them and the higher taken: on a
+        // shared machine it moves from minute to minute.
+        if !device.is_cpu() {
+            continue;
+        }
+        let peak = peak.max(f32_fma_peak(threads));
+        let (h, n) = (model.info().hidden_size, n_tokens);
+        let shapes = [(n, h, 3 * h), (n, h, h), (n, h, 4 * h), (n, 4 * h, h)];
+        let rates: Vec<String> = shapes
+            .iter()
+            .filter_map(|&(m, k, cols)| {
+                let rate = lmgeo_models::packed_product_rate(m, k, cols, 10)?;
+                Some(format!("{m}x{k}x{cols} {:.0}%", 100.0 * rate / peak))
+            })
+            .collect();
+        if !rates.is_empty() {
+            println!(
+                "{:<20} packed products alone, best of 10, share of the f32 peak: {}",
+                "",
+                rates.join(", ")
+            );
+        }
     }
 }

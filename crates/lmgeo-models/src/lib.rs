@@ -73,6 +73,8 @@ pub use hf_tokenizer::HfTokenizer;
 pub use init::{InitRule, random_var_builder};
 pub use llama::{Llama, LlamaConfig};
 pub use load::{LoadedModel, load_model, registry_digest};
+#[doc(hidden)]
+pub use packed_gemm::packed_product_rate;
 pub use pypi_models::{FetchProgress, default_models_dir, ensure_model, recorded_digest};
 pub use source::{HubOptions, ModelSource, fetch_hub_folder};
 pub use tensor_ops::Ops;

@@ -275,6 +275,34 @@ impl PackedWeight {
     }
 }
 
+/// The best rate, in multiply-adds per second, of `runs` products of an
+/// `m x k` activation with a packed `k x n` weight on the current rayon
+/// threads, or `None` where linear layers do not use the packed kernel on
+/// this CPU. For benchmarks: `bench_forward` prints it beside the forward
+/// passes, so that a forward's share of the peak can be set against its
+/// products' share in isolation.
+#[doc(hidden)]
+pub fn packed_product_rate(m: usize, k: usize, n: usize, runs: usize) -> Option<f64> {
+    if !pays_here() {
+        return None;
+    }
+    let values = |len: usize, step: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * step) % 1000) as f32 / 1000.0 - 0.5)
+            .collect()
+    };
+    let weight = PackedWeight::from_out_in(&values(n * k, 7919), n, k);
+    let x = values(m * k, 104_729);
+    let best = (0..runs.max(1))
+        .map(|_| {
+            let start = std::time::Instant::now();
+            std::hint::black_box(weight.matmul(&x, m, None));
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    Some((m * k * n) as f64 / best)
+}
+
 /// `x` (`m x k`, row-major) cut into depth blocks of [`KC`] columns; each
 /// depth block holds `ceil(m / MR)` micro-panels of MR rows, each stored
 /// column after column (`kc x MR`), so the micro-kernel reads its six
