@@ -119,21 +119,20 @@ unsafe fn product(
     b_col_stride: usize,
 ) {
     if rows >= IN_PLACE_MIN_ROWS && crate::packed_gemm::in_place_products_pay() {
-        // SAFETY: the caller's contract, which is that function's.
-        return unsafe {
-            crate::packed_gemm::product_in_place(
-                rows,
-                cols,
-                inner,
-                dst,
-                ld_dst,
-                a,
-                ld_a,
-                b,
-                b_row_stride,
-                b_col_stride,
-            )
+        let product = crate::packed_gemm::InPlaceProduct {
+            m: rows,
+            n: cols,
+            depth: inner,
+            dst,
+            ldc: ld_dst,
+            a,
+            lda: ld_a,
+            b,
+            b_row: b_row_stride,
+            b_col: b_col_stride,
         };
+        // SAFETY: the caller's contract, which is that of `run`.
+        return unsafe { product.run() };
     }
     // SAFETY: the caller's contract.
     unsafe {

@@ -23,7 +23,7 @@
 //! other architectures `gemm`'s own SIMD kernels stay in use.
 //!
 //! The same micro-kernel also runs the attention products of whole
-//! sequences ([`product_in_place`]): there the small operand (a head's keys
+//! sequences ([`InPlaceProduct`]): there the small operand (a head's keys
 //! or values) is packed per call and the large one read in place.
 
 use candle_core::{DType, Tensor};
@@ -466,7 +466,7 @@ impl Kernel {
     }
 }
 
-/// Whether [`product_in_place`] runs the packed kernel's instruction set
+/// Whether [`InPlaceProduct`] runs the packed kernel's instruction set
 /// here: where the packed weights do ([`pays_here`]), asked once.
 pub(crate) fn in_place_products_pay() -> bool {
     static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -481,28 +481,37 @@ pub(crate) fn in_place_products_pay() -> bool {
 /// block of probabilities, in the mix) the large one, which packing would
 /// copy. Sums run over `depth` in blocks of [`KC`] in order, whatever the
 /// caller's threads.
-///
-/// # Safety
-/// `a`, `b` and `dst` must be valid for the rows, columns and strides given,
-/// and `dst` neither aliased by the inputs nor written by anyone else
-/// meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn product_in_place(
-    m: usize,
-    n: usize,
-    depth: usize,
-    dst: *mut f32,
-    ldc: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    b_row: usize,
-    b_col: usize,
-) {
-    // SAFETY: the caller's contract.
-    unsafe {
-        product_in_place_with(
-            Kernel::detect(),
+pub(crate) struct InPlaceProduct {
+    pub m: usize,
+    pub n: usize,
+    pub depth: usize,
+    pub dst: *mut f32,
+    pub ldc: usize,
+    pub a: *const f32,
+    pub lda: usize,
+    pub b: *const f32,
+    pub b_row: usize,
+    pub b_col: usize,
+}
+
+impl InPlaceProduct {
+    /// Computes the product on this CPU's kernel.
+    ///
+    /// # Safety
+    /// `a`, `b` and `dst` must be valid for the rows, columns and strides
+    /// given, and `dst` neither aliased by the inputs nor written by anyone
+    /// else meanwhile.
+    pub(crate) unsafe fn run(&self) {
+        // SAFETY: the caller's contract.
+        unsafe { self.run_on(Kernel::detect()) }
+    }
+
+    /// [`InPlaceProduct::run`] on a given kernel.
+    ///
+    /// # Safety
+    /// That of [`InPlaceProduct::run`].
+    unsafe fn run_on(&self, kernel: Kernel) {
+        let &InPlaceProduct {
             m,
             n,
             depth,
@@ -513,69 +522,49 @@ pub(crate) unsafe fn product_in_place(
             b,
             b_row,
             b_col,
-        )
-    }
-}
-
-/// [`product_in_place`] on a given kernel.
-///
-/// # Safety
-/// That of [`product_in_place`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn product_in_place_with(
-    kernel: Kernel,
-    m: usize,
-    n: usize,
-    depth: usize,
-    dst: *mut f32,
-    ldc: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    b_row: usize,
-    b_col: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if depth == 0 {
-        for r in 0..m {
-            // SAFETY: row r of dst has n elements (the caller's contract).
-            unsafe { dst.add(r * ldc).write_bytes(0, n) };
+        } = self;
+        if m == 0 || n == 0 {
+            return;
         }
-        return;
-    }
-    let n_panels = n.div_ceil(NR);
-    let mut panels = vec![0f32; n_panels * depth * NR];
-    for (p, panel) in panels.chunks_exact_mut(depth * NR).enumerate() {
-        let lanes = NR.min(n - p * NR);
-        // Step by step, so that V (b_col = 1) is read a row at a time and
-        // the keys of K^T (b_row = 1) stay in 16 cache lines for 16 steps.
-        for (i, step) in panel.chunks_exact_mut(NR).enumerate() {
-            for (lane, value) in step[..lanes].iter_mut().enumerate() {
-                // SAFETY: (i, p * NR + lane) lies inside b.
-                *value = unsafe { *b.add(i * b_row + (p * NR + lane) * b_col) };
+        if depth == 0 {
+            for r in 0..m {
+                // SAFETY: row r of dst has n elements (the caller's contract).
+                unsafe { dst.add(r * ldc).write_bytes(0, n) };
+            }
+            return;
+        }
+        let n_panels = n.div_ceil(NR);
+        let mut panels = vec![0f32; n_panels * depth * NR];
+        for (p, panel) in panels.chunks_exact_mut(depth * NR).enumerate() {
+            let lanes = NR.min(n - p * NR);
+            // Step by step, so that V (b_col = 1) is read a row at a time and
+            // the keys of K^T (b_row = 1) stay in 16 cache lines for 16 steps.
+            for (i, step) in panel.chunks_exact_mut(NR).enumerate() {
+                for (lane, value) in step[..lanes].iter_mut().enumerate() {
+                    // SAFETY: (i, p * NR + lane) lies inside b.
+                    *value = unsafe { *b.add(i * b_row + (p * NR + lane) * b_col) };
+                }
             }
         }
-    }
-    for k0 in (0..depth).step_by(KC) {
-        let kc = KC.min(depth - k0);
-        for r0 in (0..m).step_by(MR) {
-            let rows = MR.min(m - r0);
-            for p in 0..n_panels {
-                let tile = Tile {
-                    // SAFETY: (r0, p * NR) lies inside the m x n output.
-                    c: unsafe { dst.add(r0 * ldc + p * NR) },
-                    ldc,
-                    rows,
-                    cols: NR.min(n - p * NR),
-                    first: k0 == 0,
-                    bias: None,
-                };
-                let b = &panels[p * depth * NR + k0 * NR..][..kc * NR];
-                // SAFETY: rows r0.. of a hold columns k0..k0 + kc; the tile
-                // lies inside dst.
-                unsafe { kernel.run_in_place(kc, a.add(r0 * lda + k0), lda, b, &tile) };
+        for k0 in (0..depth).step_by(KC) {
+            let kc = KC.min(depth - k0);
+            for r0 in (0..m).step_by(MR) {
+                let rows = MR.min(m - r0);
+                for p in 0..n_panels {
+                    let tile = Tile {
+                        // SAFETY: (r0, p * NR) lies inside the m x n output.
+                        c: unsafe { dst.add(r0 * ldc + p * NR) },
+                        ldc,
+                        rows,
+                        cols: NR.min(n - p * NR),
+                        first: k0 == 0,
+                        bias: None,
+                    };
+                    let b = &panels[p * depth * NR + k0 * NR..][..kc * NR];
+                    // SAFETY: rows r0.. of a hold columns k0..k0 + kc; the tile
+                    // lies inside dst.
+                    unsafe { kernel.run_in_place(kc, a.add(r0 * lda + k0), lda, b, &tile) };
+                }
             }
         }
     }
@@ -819,19 +808,19 @@ mod tests {
                     // SAFETY: every row, column and stride lies inside the
                     // buffers just made.
                     unsafe {
-                        product_in_place_with(
-                            kernel,
+                        InPlaceProduct {
                             m,
                             n,
                             depth,
-                            dst.as_mut_ptr(),
+                            dst: dst.as_mut_ptr(),
                             ldc,
-                            a.as_ptr(),
+                            a: a.as_ptr(),
                             lda,
-                            b.as_ptr(),
+                            b: b.as_ptr(),
                             b_row,
                             b_col,
-                        )
+                        }
+                        .run_on(kernel)
                     };
                     let tol = 1e-6 * (depth as f64 + 1.0);
                     for r in 0..m {
