@@ -126,17 +126,9 @@ fn minilm_folder() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("LMGEO_MINILM_DIR") {
         return Ok(PathBuf::from(dir));
     }
-    let mut fetch = super::cargo();
-    fetch.args([
-        "run",
-        "--release",
-        "--package",
-        "lmgeo-models",
-        "--example",
-        "fetch_model",
-        "--",
-        "minilm-l6",
-    ]);
+    let mut fetch = super::fetch_model("minilm-l6");
+    // Only the printed folder is wanted; cargo's progress stays on screen.
+    fetch.stderr(std::process::Stdio::inherit());
     let stdout = run_capturing(fetch, "fetching minilm-l6")?;
     let path = stdout
         .lines()
@@ -286,8 +278,13 @@ fn report(cells: &[Cell], rounds: usize, repeats: usize) -> String {
          (median) | peak RSS lmgeo / transformers (MiB) |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     );
-    for c in cells {
-        let r = ratios(&c.lmgeo, &c.transformers);
+    // Per cell, every round's ratio against transformers' defaults: the
+    // table and the summary below both read them.
+    let per_cell: Vec<Vec<f64>> = cells
+        .iter()
+        .map(|c| ratios(&c.lmgeo, &c.transformers))
+        .collect();
+    for (c, r) in cells.iter().zip(&per_cell) {
         let r_heap = ratios(&c.lmgeo, &c.same_heap);
         let need: Vec<f64> = needed_share_of_peak(c, &c.transformers)
             .iter()
@@ -302,8 +299,8 @@ fn report(cells: &[Cell], rounds: usize, repeats: usize) -> String {
             c.tokens,
             joined(&tok_s(&c.lmgeo), 0),
             joined(&tok_s(&c.transformers), 0),
-            joined(&r, 2),
-            median(&r),
+            joined(r, 2),
+            median(r),
             joined(&tok_s(&c.same_heap), 0),
             joined(&r_heap, 2),
             median(&r_heap),
@@ -313,10 +310,7 @@ fn report(cells: &[Cell], rounds: usize, repeats: usize) -> String {
             rss(&c.transformers),
         );
     }
-    let all: Vec<f64> = cells
-        .iter()
-        .flat_map(|c| ratios(&c.lmgeo, &c.transformers))
-        .collect();
+    let all: Vec<f64> = per_cell.iter().flatten().copied().collect();
     let count = |pred: &dyn Fn(f64) -> bool| all.iter().filter(|&&r| pred(r)).count();
     s += &format!(
         "\nAgainst transformers' defaults: lmgeo faster in {} of {} measurements, 1.5x or more in {}; \
@@ -324,9 +318,9 @@ fn report(cells: &[Cell], rounds: usize, repeats: usize) -> String {
         count(&|r| r > 1.0),
         all.len(),
         count(&|r| r >= 1.5),
-        cells
+        per_cell
             .iter()
-            .filter(|c| ratios(&c.lmgeo, &c.transformers).iter().all(|&r| r >= 1.5))
+            .filter(|r| r.iter().all(|&r| r >= 1.5))
             .count(),
         cells.len()
     );

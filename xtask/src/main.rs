@@ -86,19 +86,7 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
                 vec!["--all".to_string()]
             };
             for name in names {
-                let status = cargo()
-                    // Not `--quiet`: on a fresh machine this compiles
-                    // lmgeo-models first, and its progress should show.
-                    .args([
-                        "run",
-                        "--package",
-                        "lmgeo-models",
-                        "--example",
-                        "fetch_model",
-                        "--",
-                    ])
-                    .arg(&name)
-                    .status()?;
+                let status = fetch_model(&name).status()?;
                 if !status.success() {
                     bail!("fetching {name} failed");
                 }
@@ -125,6 +113,24 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
         }
         Some(other) => bail!("unknown task `{other}`; try `cargo xtask help`"),
     }
+}
+
+/// The command that fetches a registry model (or `--all`) into the models
+/// folder and prints where it lies. Not `--quiet`: on a fresh machine it
+/// compiles lmgeo-models first, and that progress should show.
+fn fetch_model(name: &str) -> Command {
+    let mut command = cargo();
+    command
+        .args([
+            "run",
+            "--package",
+            "lmgeo-models",
+            "--example",
+            "fetch_model",
+            "--",
+        ])
+        .arg(name);
+    command
 }
 
 fn workspace_root() -> PathBuf {

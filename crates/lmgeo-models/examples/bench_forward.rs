@@ -179,13 +179,13 @@ fn f32_fma_peak(threads: usize) -> f64 {
 
 /// Multiply-adds a forward pass over `n` tokens cannot do without: every
 /// parameter of the blocks once per token (biases and norm scales, under
-/// 0.3 % of them, counted as if they were weights), and in every layer the two attention
-/// products (`Q K^T` and the mix) over the pairs a query sees: all n x n in
-/// an encoder, the n (n + 1) / 2 of the lower triangle in a causal decoder
-/// (eager attention in transformers computes all n x n there too). The
-/// percentage of the peak printed from it is therefore, to within those
-/// 0.3 %, a lower bound on the share of the CPU's multiply-add rate any
-/// implementation would need to reach the same speed.
+/// 0.3 % of them, counted as if they were weights), and in every layer the
+/// two attention products (`Q K^T` and the mix) over the pairs a query
+/// sees: all n x n in an encoder, the n (n + 1) / 2 of the lower triangle in
+/// a causal decoder (eager attention in transformers computes all n x n
+/// there too). The percentage of the peak printed from it is therefore, to
+/// within those 0.3 %, a lower bound on the share of the CPU's multiply-add
+/// rate any implementation would need to reach the same speed.
 fn forward_multiply_adds(info: &lmgeo_models::ModelInfo, n: usize) -> f64 {
     let weights = info.n_params_non_embedding as f64 * n as f64;
     let pairs = if info.causal {

@@ -118,7 +118,7 @@ unsafe fn product(
     b_row_stride: usize,
     b_col_stride: usize,
 ) {
-    if rows >= IN_PLACE_MIN_ROWS && crate::packed_gemm::in_place_products_pay() {
+    if rows >= IN_PLACE_MIN_ROWS && crate::packed_gemm::pays_here() {
         let product = crate::packed_gemm::InPlaceProduct {
             m: rows,
             n: cols,

@@ -137,7 +137,13 @@ fn horner_block(t: &[f32; BLOCK], coefficients: &[f32]) -> [f32; BLOCK] {
 /// GELU's `1 + tanh` and a soft-cap need.
 #[inline(always)]
 pub(crate) fn tanh(u: f32) -> f32 {
-    1.0 - 2.0 / (exp(2.0 * u) + 1.0)
+    tanh_from_exp(exp(2.0 * u))
+}
+
+/// tanh(u) from `e` = exp(2u).
+#[inline(always)]
+fn tanh_from_exp(e: f32) -> f32 {
+    1.0 - 2.0 / (e + 1.0)
 }
 
 /// Numerical Recipes' Chebyshev fit of erfc, highest degree first.
@@ -175,12 +181,23 @@ fn erfc_exponent(z: f32, fit: f32) -> f32 {
 
 #[inline(always)]
 fn silu(x: f32) -> f32 {
-    x / (1.0 + exp(-x))
+    silu_from_exp(x, exp(-x))
+}
+
+/// silu(x) from `e` = exp(-x).
+#[inline(always)]
+fn silu_from_exp(x: f32, e: f32) -> f32 {
+    x / (1.0 + e)
 }
 
 #[inline(always)]
 fn gelu_tanh(x: f32) -> f32 {
-    0.5 * x * (1.0 + tanh(gelu_tanh_argument(x)))
+    gelu_tanh_from_tanh(x, tanh(gelu_tanh_argument(x)))
+}
+
+#[inline(always)]
+fn gelu_tanh_from_tanh(x: f32, tanh: f32) -> f32 {
+    0.5 * x * (1.0 + tanh)
 }
 
 #[inline(always)]
@@ -242,7 +259,7 @@ fn silu_block(v: &mut [f32; BLOCK]) {
     }
     exp_block(v);
     for i in 0..BLOCK {
-        v[i] = x[i] / (1.0 + v[i]);
+        v[i] = silu_from_exp(x[i], v[i]);
     }
 }
 
@@ -254,8 +271,7 @@ fn gelu_tanh_block(v: &mut [f32; BLOCK]) {
     }
     exp_block(v);
     for i in 0..BLOCK {
-        let tanh = 1.0 - 2.0 / (v[i] + 1.0);
-        v[i] = 0.5 * x[i] * (1.0 + tanh);
+        v[i] = gelu_tanh_from_tanh(x[i], tanh_from_exp(v[i]));
     }
 }
 

@@ -45,22 +45,25 @@ const KC: usize = 256;
 /// 132 rows, which keep it in L2, were 10-25 % slower on 512-row products.
 const MC: usize = 86 * MR;
 
-/// Whether products against a [`PackedWeight`] beat candle's matmul on this
-/// CPU (see the module notes).
-fn pays_here() -> bool {
-    // For A/B measurements against candle's matmul on the same build.
-    if std::env::var_os("LMGEO_NO_PACKED_GEMM").is_some() {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        matches!(Kernel::detect(), Kernel::Avx2Fma)
-            && !std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// Whether products on this module's kernel beat candle's matmul and the
+/// `gemm` crate on this CPU (see the module notes); asked once per process.
+pub(crate) fn pays_here() -> bool {
+    static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PAYS.get_or_init(|| {
+        // For A/B measurements against candle's matmul on the same build.
+        if std::env::var_os("LMGEO_NO_PACKED_GEMM").is_some() {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            matches!(Kernel::detect(), Kernel::Avx2Fma)
+                && !std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
 }
 
 /// A dense linear layer `x W^T (+ b)`, from a weight in the checkpoint's
@@ -142,14 +145,7 @@ impl PackedWeight {
         panels
             .par_chunks_mut((k * NR).max(1))
             .enumerate()
-            .for_each(|(p, panel)| {
-                for lane in 0..NR.min(n - p * NR) {
-                    let row = &w[(p * NR + lane) * k..][..k];
-                    for (i, &v) in row.iter().enumerate() {
-                        panel[i * NR + lane] = v;
-                    }
-                }
-            });
+            .for_each(|(p, panel)| fill_panel(panel, p, n, |i, j| w[j * k + i]));
         Self { k, n, panels }
     }
 
@@ -271,6 +267,20 @@ impl PackedWeight {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Writes panel `p` (`k x NR`, step after step) of the `k x n` matrix whose
+/// element `(i, j)` is `at(i, j)`; lanes past `n` are left as they are (the
+/// zeros of a fresh buffer). Step by step, so that a row-major source is
+/// read a row at a time, and a column-major one (a weight in the `(out, in)`
+/// layout, or K read as K^T) from 16 cache lines for 16 steps.
+fn fill_panel(panel: &mut [f32], p: usize, n: usize, at: impl Fn(usize, usize) -> f32) {
+    let lanes = NR.min(n - p * NR);
+    for (i, step) in panel.chunks_exact_mut(NR).enumerate() {
+        for (lane, value) in step[..lanes].iter_mut().enumerate() {
+            *value = at(i, p * NR + lane);
         }
     }
 }
@@ -466,13 +476,6 @@ impl Kernel {
     }
 }
 
-/// Whether [`InPlaceProduct`] runs the packed kernel's instruction set
-/// here: where the packed weights do ([`pays_here`]), asked once.
-pub(crate) fn in_place_products_pay() -> bool {
-    static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PAYS.get_or_init(pays_here)
-}
-
 /// `dst = a b` on the calling thread, for a row-major `a` (`m x depth`, row
 /// stride `lda`) read in place and a `b` (`depth x n`, element `(i, j)` at
 /// `b[i * b_row + j * b_col]`) packed here, into a row-major `dst` (row
@@ -536,15 +539,9 @@ impl InPlaceProduct {
         let n_panels = n.div_ceil(NR);
         let mut panels = vec![0f32; n_panels * depth * NR];
         for (p, panel) in panels.chunks_exact_mut(depth * NR).enumerate() {
-            let lanes = NR.min(n - p * NR);
-            // Step by step, so that V (b_col = 1) is read a row at a time and
-            // the keys of K^T (b_row = 1) stay in 16 cache lines for 16 steps.
-            for (i, step) in panel.chunks_exact_mut(NR).enumerate() {
-                for (lane, value) in step[..lanes].iter_mut().enumerate() {
-                    // SAFETY: (i, p * NR + lane) lies inside b.
-                    *value = unsafe { *b.add(i * b_row + (p * NR + lane) * b_col) };
-                }
-            }
+            // SAFETY: fill_panel asks for (i, j) with i < depth and j < n,
+            // inside b (the caller's contract).
+            fill_panel(panel, p, n, |i, j| unsafe { *b.add(i * b_row + j * b_col) });
         }
         for k0 in (0..depth).step_by(KC) {
             let kc = KC.min(depth - k0);
